@@ -1,0 +1,74 @@
+"""Command line: ``hetsiren <command> ...``.
+
+Each command is a module in ``hetsiren.commands`` with a docstring (first line = help, rest =
+epilog with examples), ``add_args(parser)`` and ``main(args) -> int | None``. This layer only
+parses, configures logging and turns user errors into one clear line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from hetsiren import __version__
+from hetsiren.errors import UserInputError
+
+# Order in `hetsiren --help`: the workflow order. Modules not listed come after, sorted.
+_ORDER = ("info", "simulate", "reconstruct", "train", "encode", "decode", "analyze",
+          "validate", "export", "evaluate", "demo")
+
+
+def _command_modules():
+    import hetsiren.commands as pkg
+
+    names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
+    names.sort(key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+    return [(n, importlib.import_module(f"hetsiren.commands.{n}")) for n in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hetsiren",
+        description="HetSIREN: real-space heterogeneous reconstruction of cryo-EM data.",
+    )
+    parser.add_argument("--version", action="version", version=f"hetsiren {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in _command_modules():
+        doc = (module.__doc__ or name).strip()
+        summary, _, epilog = doc.partition("\n")
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=epilog.strip() or None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_args(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args._main(args) or 0)
+    except UserInputError as exc:
+        print(f"hetsiren {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hetsiren {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

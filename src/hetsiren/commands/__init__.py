@@ -1,0 +1,1 @@
+"""One module per `hetsiren` subcommand: docstring, add_args(parser), main(args)."""

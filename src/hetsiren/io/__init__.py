@@ -1,0 +1,1 @@
+"""hetsiren.io"""
