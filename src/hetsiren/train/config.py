@@ -1,0 +1,155 @@
+"""Training configuration: every option of ``hetsiren train``, with the paper's defaults.
+
+Defaults cite Herreros et al., Nat. Commun. 2025 ("paper") or, where the paper is silent, the
+authors' Flexutils-Toolkit implementation ("original code"). Where we depart from the paper
+for small datasets (see ``benchmarks/bench_defaults.py``) both values are given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hetsiren.errors import UserInputError
+
+__all__ = ["PAPER_DEFAULTS", "TrainConfig"]
+
+EncoderKind = Literal["conv", "mlp"]
+Activation = Literal["siren", "relu"]
+CTFMode = Literal["apply", "wiener", "none"]
+DataLoss = Literal["mse", "corr"]
+
+# The paper's optimiser settings (Methods, "HetSIREN cost function"), tuned for ~1e5 particles
+# x 50 epochs on a GPU. Ours differ for small datasets; see TrainConfig.lr / batch_size.
+PAPER_DEFAULTS = {"lr": 1e-5, "batch_size": 8, "epochs": 50}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """All parameters of one training run. Paths are stored as strings (JSON-friendly)."""
+
+    # --- inputs ---------------------------------------------------------------------------
+    particles: str = ""
+    """STAR, cryoSPARC .cs or .mrcs with the particles (poses and CTF read from it)."""
+    datadir: str | None = None
+    """Folder where the image stacks named in the particle file are looked for."""
+    pixel_size_A: float | None = None
+    """Pixel size of the input images in Å, for files that do not carry it."""
+    ref: str | None = None
+    """Reference map V0 (refinement, Eq. 2); None = full heterogeneous reconstruction, V0 = 0."""
+    mask: str | None = None
+    """Focus mask: the decoder covers only its voxels (Eq. 11) and Eq. 12 applies."""
+
+    # --- data -----------------------------------------------------------------------------
+    box: int | None = None
+    """Training box in pixels (Fourier-cropped images); None = the images' own box."""
+    ctf_mode: CTFMode = "apply"
+    """apply: corrupt projections with the CTF; wiener: Wiener-filter images before encoding;
+    none: images are CTF-corrected already (Supplementary Fig. 4)."""
+
+    # --- network (Methods, "HetSIREN network architecture") --------------------------------
+    zdim: int = 10  # paper: latent space dimension defaults to 10
+    """Latent dimension."""
+    encoder: EncoderKind = "conv"  # paper: residual convolutional encoder by default
+    """Encoder architecture: conv (residual, default) or mlp (3 x 1024)."""
+    hidden_width: int | None = None  # paper: neurons = latent dimension
+    """Width of the decoder's meta-sinusoidal hidden layers; None = zdim."""
+    activation: Activation = "siren"  # paper; relu for the ablation of Supplementary Fig. 10
+    """Decoder activation."""
+    omega0: float = 30.0  # paper / SIREN: ω0 = 30 on the first layer
+    """SIREN frequency of the first sine layer."""
+    refine_pose: bool = False
+    """Learn per-particle Δangles and Δshifts (Supplementary Fig. 4)."""
+
+    # --- losses (Methods, Eqs. 3-12) --------------------------------------------------------
+    data_loss: DataLoss = "mse"  # paper: MSE by default, correlation as an alternative
+    """Image comparison."""
+    l1_weight: float = 1.0  # paper Eq. 7: λ1 = 1
+    """λ1, L1 norm of V (denoising)."""
+    negativity_weight: float = 1.0  # paper Eq. 8: λ2 = 1
+    """λ2, L1 norm of the negative part of V."""
+    tv_l1_weight: float = 0.1  # paper Eq. 9: λ3 = 0.1
+    """λ3, L1 norm of the spatial gradient of V."""
+    tv_l2_weight: float = 0.1  # paper Eq. 9: λ4 = 0.1
+    """λ4, squared L2 norm of the spatial gradient of V."""
+    focus_stats_weight: float = 10.0  # paper Eq. 12 gives no value; original code uses 10
+    """λ5, Eq. 12 statistics of V inside the focus mask vs the reference (needs --ref, --mask)."""
+    multires: tuple[int, ...] = (1, 2)  # paper: full (R) and half (2R) resolution suffice
+    """Downsampling factors of the multiresolution loss (Eq. 10)."""
+    pose_decoupling: float = 1.0  # paper Eq. 3 gives no value; original code default 1
+    """λp, pose disentanglement (Eq. 3); 0 turns it off."""
+    ctf_decoupling: float = 1.0  # paper Eq. 4 gives no value; original code default 1
+    """λc, CTF disentanglement (Eq. 4); 0 turns it off."""
+
+    # --- optimisation ----------------------------------------------------------------------
+    epochs: int = 30
+    """Passes over the particles (paper: 50 on ~1e5 particles)."""
+    batch_size: int = 16
+    """Particles per step (paper: 8)."""
+    lr: float = 1e-4
+    """Adam learning rate (paper: 1e-5, set for ~1e5 particles x 50 epochs on a GPU)."""
+    seed: int = 0
+    """Seed for weights, shuffling and decoupling permutations."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda or cuda:N."""
+    amp: bool = True
+    """Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU."""
+    num_workers: int = 0
+    """Image-reading worker processes (0 = read in the training process)."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Resolved values recorded at run time (normalisation, pixel sizes, version...)."""
+
+    @property
+    def decoder_width(self) -> int:
+        return self.hidden_width or self.zdim
+
+    def validate(self) -> TrainConfig:
+        """Reject impossible combinations with a message the user can act on."""
+
+        def bad(msg: str) -> None:
+            raise UserInputError(msg)
+
+        if not self.particles:
+            bad("no particle file given")
+        if self.zdim < 1:
+            bad(f"--zdim must be >= 1, got {self.zdim}")
+        if self.box is not None and (self.box < 16 or self.box % 2):
+            bad(f"--box must be an even number of pixels >= 16, got {self.box}")
+        if self.epochs < 1 or self.batch_size < 2:
+            bad("--epochs must be >= 1 and --batch-size >= 2 (decoupling shuffles in a batch)")
+        if self.lr <= 0:
+            bad(f"--lr must be positive, got {self.lr}")
+        if not self.multires or any(f < 1 for f in self.multires) or self.multires[0] != 1:
+            bad(f"--multires must start at 1 (full resolution), got {self.multires}")
+        for name in ("l1_weight", "negativity_weight", "tv_l1_weight", "tv_l2_weight",
+                     "focus_stats_weight", "pose_decoupling", "ctf_decoupling"):
+            if getattr(self, name) < 0:
+                bad(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.ctf_decoupling > 0 and self.ctf_mode == "none":
+            bad("--ctf-decoupling needs a CTF: use --ctf-mode apply, or --ctf-decoupling 0")
+        return self
+
+    # --- persistence -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "multires" in values:
+            values["multires"] = tuple(values["multires"])
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserInputError(f"{path}: cannot read run configuration ({exc})") from exc
+        return cls.from_dict(data.get("config", data))
