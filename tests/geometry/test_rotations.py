@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
@@ -37,6 +37,7 @@ def test_worked_example_rot90():
 
 @settings(max_examples=300, deadline=None)
 @given(rot=angle, tilt=tilt, psi=angle)
+@example(rot=0.0, tilt=1e-5, psi=0.0)  # found by CI: near-lock tilt in float64
 def test_euler_matrix_euler_round_trip(rot, tilt, psi):
     a = euler_deg_to_matrix(np.array([[rot, tilt, psi]]))
     back = matrix_to_euler_deg(a)

@@ -36,9 +36,9 @@ __all__ = [
     "rotvec_cryosparc_to_matrix",
 ]
 
-# Below this |sin(tilt)| the rot and psi axes coincide (gimbal lock): put all in-plane
-# rotation into psi. 16 float32 epsilons, as in RELION's own Euler_matrix2angles.
-_GIMBAL_EPS = 16 * float(np.finfo(np.float32).eps)
+# Below this many machine epsilons of |sin(tilt)| the rot and psi axes coincide (gimbal
+# lock): put all in-plane rotation into psi (RELION's Euler_matrix2angles uses 16 float eps).
+_GIMBAL_EPS_UNITS = 16
 
 
 def euler_to_matrix(euler: torch.Tensor) -> torch.Tensor:
@@ -76,7 +76,8 @@ def matrix_to_euler(matrix: torch.Tensor) -> torch.Tensor:
     """
     a = matrix
     sin2_tilt = a[..., 0, 2] ** 2 + a[..., 1, 2] ** 2
-    regular = sin2_tilt > _GIMBAL_EPS**2
+    gimbal_eps = _GIMBAL_EPS_UNITS * torch.finfo(a.dtype).eps
+    regular = sin2_tilt > gimbal_eps**2
     # Feed the locked branch harmless values so that its gradients stay finite under where().
     one, zero = torch.ones_like(sin2_tilt), torch.zeros_like(sin2_tilt)
     sin_tilt = torch.sqrt(torch.where(regular, sin2_tilt, one))
