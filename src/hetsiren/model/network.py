@@ -1,0 +1,209 @@
+"""The HetSIREN networks: encoders, shared heads and the ΔV decoder (Supplementary Figs. 4, 6).
+
+``HetSIRENNet`` holds
+- the experimental encoder (images → z, and Δangles, Δshifts when pose refinement is on);
+- with decoupling, a pose-decoupling encoder for clean projections (I_t, I_p,t) and a
+  CTF-decoupling encoder for CTF-corrupted projections (I_c, I_p,c), Eqs. 3-4;
+- the "conformational latent layer", one linear head shared by all encoders, so that the
+  latent vectors z, z_t, z_p,t, z_c and z_p,c live in one space;
+- the decoder z → ΔV (``hetsiren.model.decoder``).
+
+Everything it contains follows from ``NetworkConfig`` and ``n_voxels``, so a run rebuilds it
+from its config and loads ``model.pt`` with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hetsiren.errors import UserInputError
+from hetsiren.model.decoder import Activation, Decoder
+from hetsiren.model.encoders import BRANCH_WIDTH, Encoder, EncoderKind
+from hetsiren.model.siren import SIREN_OMEGA0
+
+__all__ = ["HetSIRENNet", "NetworkConfig", "build_network"]
+
+_POSE_HEAD_GAIN = 1e-2
+"""Scale of the Δangles/Δshifts heads' default weights: corrections start near zero (the
+input poses are a consensus refinement's) but not at exactly zero, so their branches get
+gradients from the first step."""
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture of the HetSIREN networks. Defaults are the paper's where it gives one."""
+
+    box_size: int
+    """D, side in pixels of the images the network is trained on."""
+    working_size: int = 64  # original code: encoders resample images to 64 x 64
+    """Side the encoders resample images to (any D works with the same weights)."""
+    zdim: int = 10  # paper: latent space of 10 dimensions by default
+    """Latent dimension."""
+    encoder: EncoderKind = "conv"  # paper: residual convolutional encoder by default
+    """Encoder architecture: conv (residual, Supplementary Fig. 5) or mlp (3 x 1024)."""
+    hidden_width: int | None = None  # paper: neurons = latent dimension
+    """Width of the decoder's hidden layers; None = zdim."""
+    n_hidden: int = 3  # paper: "the number of hidden layers is fixed to three"
+    """Residual hidden layers of the decoder (after the input layer)."""
+    hyper_width: int | None = None  # paper: hyper-neurons = latent dimension
+    """Width of each meta layer's ReLU hypernetwork; None = zdim."""
+    n_hyper_layers: int = 1  # original code: one ReLU layer per hypernetwork
+    """ReLU layers per hypernetwork (paper: more raise capacity, time and memory)."""
+    omega0: float = SIREN_OMEGA0  # paper / SIREN: ω0 = 30
+    """ω0 of the decoder's sine layers."""
+    activation: Activation = "siren"  # paper; relu for the ablation of Supplementary Fig. 10
+    """Decoder activation: siren (meta-sinusoidal layers) or relu (plain MLP)."""
+    refine_pose: bool = False  # paper: optional Δe and Δs bottlenecks (Supplementary Fig. 4)
+    """Build the Δangles and Δshifts heads of the experimental encoder."""
+    decoupling: bool = False  # paper: decoupling encoders (Supplementary Fig. 6), optional
+    """Build the pose- and CTF-decoupling encoders (Eqs. 3-4)."""
+    max_delta_angle: float = math.radians(10.0)  # not in the paper; original is unbounded
+    """Bound of each Δangle in radians (tanh-scaled): corrections, not a new search."""
+    max_delta_shift_fraction: float = 0.05  # not in the paper; original is unbounded
+    """Bound of each Δshift as a fraction of the box (tanh-scaled)."""
+    delta_init_std: float = 1e-3  # not in the paper; see Decoder: ΔV starts small
+    """Per-voxel standard deviation of ΔV at initialisation, in the units of V."""
+
+    @property
+    def width(self) -> int:
+        """Resolved decoder hidden width."""
+        return self.hidden_width or self.zdim
+
+    @property
+    def hyper(self) -> int:
+        """Resolved hypernetwork width."""
+        return self.hyper_width or self.zdim
+
+    @property
+    def max_delta_shift_px(self) -> float:
+        """Bound of each Δshift in pixels."""
+        return self.max_delta_shift_fraction * self.box_size
+
+    def validate(self) -> NetworkConfig:
+        """Reject impossible combinations with a message the user can act on."""
+
+        def bad(msg: str) -> None:
+            raise UserInputError(msg)
+
+        if self.box_size < 2:
+            bad(f"box size must be >= 2 pixels, got {self.box_size}")
+        if self.working_size < 16:
+            bad(f"encoder working size must be >= 16 pixels, got {self.working_size}")
+        if self.zdim < 1:
+            bad(f"zdim must be >= 1, got {self.zdim}")
+        if self.encoder not in ("conv", "mlp"):
+            bad(f"encoder must be 'conv' or 'mlp', got {self.encoder!r}")
+        if self.activation not in ("siren", "relu"):
+            bad(f"activation must be 'siren' or 'relu', got {self.activation!r}")
+        for name in ("hidden_width", "hyper_width"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                bad(f"{name} must be >= 1 (or None for zdim), got {value}")
+        if self.n_hidden < 0 or self.n_hyper_layers < 1:
+            bad(f"need n_hidden >= 0 and n_hyper_layers >= 1, got {self.n_hidden} and "
+                f"{self.n_hyper_layers}")
+        if self.activation == "relu" and (self.hyper_width is not None
+                                          or self.n_hyper_layers != 1):
+            bad("hyper_width / n_hyper_layers describe the meta-sinusoidal layers; they have "
+                "no effect with activation 'relu': leave them at their defaults")
+        if not self.omega0 > 0:
+            bad(f"omega0 must be positive, got {self.omega0}")
+        if self.refine_pose and not (0 < self.max_delta_angle <= math.pi / 2):
+            bad(f"max_delta_angle must be in (0, π/2] radians, got {self.max_delta_angle}")
+        if self.refine_pose and not (0 < self.max_delta_shift_fraction <= 0.5):
+            bad(f"max_delta_shift_fraction must be in (0, 0.5], got "
+                f"{self.max_delta_shift_fraction}")
+        if not self.delta_init_std > 0:
+            bad(f"delta_init_std must be positive, got {self.delta_init_std}")
+        return self
+
+
+class HetSIRENNet(nn.Module):
+    """Encoders + shared heads + decoder. See the module docstring."""
+
+    def __init__(self, config: NetworkConfig, n_voxels: int):
+        """
+        Args:
+            config: architecture (validated here).
+            n_voxels: number of decoder voxels, the length of ΔV.
+        """
+        super().__init__()
+        self.config = config.validate()
+        c = self.config
+        if n_voxels < 1:
+            raise UserInputError(f"the decoder mask has no voxels (n_voxels = {n_voxels})")
+        self.encoder = Encoder(c.encoder, c.working_size, with_pose=c.refine_pose)
+        self.encoder_clean = Encoder(c.encoder, c.working_size, False) if c.decoupling else None
+        self.encoder_ctf = Encoder(c.encoder, c.working_size, False) if c.decoupling else None
+        self.latent_head = nn.Linear(BRANCH_WIDTH, c.zdim)
+        self.euler_head = _pose_head(3) if c.refine_pose else None
+        self.shift_head = _pose_head(2) if c.refine_pose else None
+        self.decoder = Decoder(c.zdim, n_voxels, c.width, c.n_hidden, c.hyper, c.omega0,
+                               c.activation, c.n_hyper_layers, c.delta_init_std)
+
+    @property
+    def n_voxels(self) -> int:
+        return self.decoder.n_voxels
+
+    def encode(self, images: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Experimental encoder.
+
+        Args:
+            images: ``(b, D, D)`` particle images (any D; Wiener-filtered in ``wiener`` mode).
+
+        Returns:
+            ``(b, zdim)`` latent z; ``(b, 3)`` Δangles in radians, each in
+            ±``max_delta_angle`` (for ``refine_pose``); ``(b, 2)`` Δshifts in pixels of the
+            training box, each in ±``max_delta_shift_px``. Without pose refinement the
+            corrections are zeros.
+        """
+        latent, euler, shift = self.encoder(images)
+        z = self.latent_head(latent)
+        if euler is None or shift is None or self.euler_head is None or self.shift_head is None:
+            return z, z.new_zeros(len(z), 3), z.new_zeros(len(z), 2)
+        c = self.config
+        delta_euler = c.max_delta_angle * torch.tanh(self.euler_head(euler))
+        delta_shift_px = c.max_delta_shift_px * torch.tanh(self.shift_head(shift))
+        return z, delta_euler, delta_shift_px
+
+    def encode_clean(self, images: torch.Tensor) -> torch.Tensor:
+        """Pose-decoupling encoder: ``(b, D, D)`` clean projections (I_t, I_p,t) → ``(b, zdim)``
+        z through the shared latent layer (Eq. 3)."""
+        if self.encoder_clean is None:
+            raise RuntimeError("this network was built with decoupling=False")
+        return self.latent_head(self.encoder_clean(images)[0])
+
+    def encode_ctf(self, images: torch.Tensor) -> torch.Tensor:
+        """CTF-decoupling encoder: ``(b, D, D)`` CTF-corrupted projections (I_c, I_p,c) →
+        ``(b, zdim)`` z through the shared latent layer (Eq. 4)."""
+        if self.encoder_ctf is None:
+            raise RuntimeError("this network was built with decoupling=False")
+        return self.latent_head(self.encoder_ctf(images)[0])
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``(b, zdim)`` latent → ``(b, n_voxels)`` ΔV on the decoder voxels."""
+        return self.decoder(z)
+
+    def forward(self, images: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(b, D, D)`` images → ΔV ``(b, n_voxels)``, z, Δangles (rad), Δshifts (px)."""
+        z, delta_euler, delta_shift_px = self.encode(images)
+        return self.decode(z), z, delta_euler, delta_shift_px
+
+
+def build_network(config: NetworkConfig, n_voxels: int) -> HetSIRENNet:
+    """Validate ``config`` and build the networks for ``n_voxels`` decoder voxels."""
+    return HetSIRENNet(config, n_voxels)
+
+
+def _pose_head(n_out: int) -> nn.Linear:
+    head = nn.Linear(BRANCH_WIDTH, n_out)
+    with torch.no_grad():
+        head.weight.mul_(_POSE_HEAD_GAIN)
+        head.bias.zero_()
+    return head

@@ -1,0 +1,121 @@
+"""The HetSIREN networks: SIREN initialisation, meta-sinusoidal layers, encoders, pose heads."""
+
+import math
+
+import pytest
+import torch
+
+from hetsiren.errors import UserInputError
+from hetsiren.model import (
+    Decoder,
+    MetaSineLayer,
+    NetworkConfig,
+    build_network,
+    correction_matrix,
+    refine_pose,
+    siren_weight_bound,
+)
+
+
+def test_siren_bounds_follow_sitzmann():
+    # First layer U(-1/n, 1/n); hidden U(-sqrt(6/n)/w0, sqrt(6/n)/w0) (Sitzmann et al., 3.2).
+    assert siren_weight_bound(10, 30.0, is_first=True) == pytest.approx(1 / 10)
+    assert siren_weight_bound(10, 30.0, is_first=False) == pytest.approx(math.sqrt(6 / 10) / 30)
+
+
+def test_meta_layer_weights_depend_on_the_input():
+    torch.manual_seed(0)
+    layer = MetaSineLayer(8, 8, hyper_width=8)
+    x = torch.randn(2, 8)
+    w, b = layer.generate(x)
+    assert w.shape == (2, 8, 8) and b.shape == (2, 8)
+    assert not torch.allclose(w[0], w[1])
+    y = layer(x)
+    assert y.shape == (2, 8) and y.abs().max() <= 1.0
+
+
+def test_hidden_meta_layer_starts_as_a_siren_layer_with_small_modulation():
+    # SIREN's argument: with arcsine inputs sin(U(-pi, pi)), w0 * W x is ~N(0, 1) for the
+    # hidden initialisation; the generated W(x) is that matrix plus a small x-dependent part.
+    torch.manual_seed(0)
+    layer = MetaSineLayer(64, 64, hyper_width=64)
+    x = torch.sin(torch.empty(2048, 64).uniform_(-math.pi, math.pi))
+    w, _ = layer.generate(x)
+    wx = layer.omega0 * torch.bmm(w, x.unsqueeze(-1)).squeeze(-1)
+    assert 0.8 < wx.std().item() < 1.25
+    siren_part, modulation = w.mean(0), w - w.mean(0)
+    ratio = (modulation.std() / siren_part.std()).item()
+    assert 0.02 < ratio < 0.3
+
+
+@pytest.mark.parametrize("activation", ["siren", "relu"])
+def test_decoder_shapes_and_small_initial_delta(activation):
+    torch.manual_seed(0)
+    dec = Decoder(zdim=10, n_voxels=500, width=10, n_hidden=3, hyper_width=10, omega0=30.0,
+                  activation=activation, delta_init_std=1e-3)
+    out = dec(torch.randn(16, 10))
+    assert out.shape == (16, 500)
+    assert 1e-4 < out.std().item() < 1e-2
+    assert len(dec.hidden) == 3
+
+
+@pytest.mark.parametrize("encoder", ["conv", "mlp"])
+@pytest.mark.parametrize("box", [32, 48])
+def test_network_encodes_any_box_and_bounds_pose_corrections(encoder, box):
+    torch.manual_seed(0)
+    cfg = NetworkConfig(box_size=box, zdim=4, encoder=encoder, refine_pose=True,
+                        decoupling=True)
+    net = build_network(cfg, n_voxels=100)
+    images = torch.randn(3, box, box) * 50
+    z, d_euler, d_shift = net.encode(images)
+    assert z.shape == (3, 4) and d_euler.shape == (3, 3) and d_shift.shape == (3, 2)
+    assert d_euler.abs().max() <= cfg.max_delta_angle
+    assert d_shift.abs().max() <= cfg.max_delta_shift_px
+    assert net.encode_clean(images).shape == (3, 4)
+    assert net.encode_ctf(images).shape == (3, 4)
+    assert net.decode(z).shape == (3, 100)
+
+
+def test_without_pose_refinement_corrections_are_zero():
+    net = build_network(NetworkConfig(box_size=32, zdim=3), n_voxels=10)
+    _, d_euler, d_shift = net.encode(torch.randn(2, 32, 32))
+    assert torch.count_nonzero(d_euler) == 0 and torch.count_nonzero(d_shift) == 0
+    with pytest.raises(RuntimeError):
+        net.encode_clean(torch.randn(2, 32, 32))
+
+
+@pytest.mark.parametrize("bad", [{"zdim": 0}, {"encoder": "vit"}, {"activation": "tanh"},
+                                 {"omega0": 0.0}, {"activation": "relu", "hyper_width": 4}])
+def test_network_config_rejects_impossible_values(bad):
+    with pytest.raises(UserInputError):
+        NetworkConfig(box_size=32, **bad).validate()
+
+
+def test_correction_is_identity_at_zero_and_reaches_all_three_axes():
+    eye = correction_matrix(torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(eye, torch.eye(3, dtype=torch.float64))
+    # First order: small Δ turns about three independent axes (no gimbal lock at Δ = 0).
+    eps = 1e-6
+    axes = []
+    for i in range(3):
+        delta = torch.zeros(3, dtype=torch.float64)
+        delta[i] = eps
+        w = (correction_matrix(delta) - eye) / eps  # skew-symmetric generator
+        axes.append(torch.stack([w[2, 1], w[0, 2], w[1, 0]]))
+    jac = torch.stack(axes)
+    torch.testing.assert_close(jac @ jac.T, torch.eye(3, dtype=torch.float64), atol=1e-5,
+                               rtol=0)
+
+
+def test_refine_pose_composes_on_the_left_and_adds_shifts():
+    torch.manual_seed(0)
+    rot = torch.linalg.qr(torch.randn(4, 3, 3, dtype=torch.float64))[0]
+    rot = rot * torch.det(rot)[:, None, None]  # proper rotations
+    shifts = torch.randn(4, 2, dtype=torch.float64)
+    delta = torch.randn(4, 3, dtype=torch.float64) * 0.05
+    d_shift = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    new_rot, new_shift = refine_pose(rot, shifts, delta, d_shift)
+    torch.testing.assert_close(new_rot, correction_matrix(delta) @ rot)
+    torch.testing.assert_close(new_shift, shifts + d_shift)
+    new_shift.sum().backward()
+    assert d_shift.grad is not None
