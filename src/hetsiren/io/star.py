@@ -1,0 +1,505 @@
+"""RELION STAR files: read any layout into a ParticleSet, write the user's file back.
+
+Layouts read:
+
+- RELION 3.0: one particle block; pixel size ``rlnDetectorPixelSize`` (µm) × 1e4 /
+  ``rlnMagnification``; origins ``rlnOriginX/Y`` in pixels.
+- RELION 3.1, 4, 5: a ``data_optics`` block merged per particle through ``rlnOpticsGroup``
+  (``rlnImagePixelSize``, ``rlnImageSize``, voltage, Cs, amplitude contrast); origins
+  ``rlnOriginX/YAngst`` in Å. Files written by cryoDRGN have an optics block but origins
+  ``rlnOriginX/Y`` in pixels: both column sets are accepted in either layout.
+
+CTF: ``rlnDefocusU/V`` (Å), ``rlnDefocusAngle`` (deg), ``rlnVoltage`` (kV),
+``rlnSphericalAberration`` (mm) are required once a defocus column is present;
+``rlnAmplitudeContrast`` defaults to 0.1 (with a warning), ``rlnPhaseShift`` (deg) and
+``rlnCtfBfactor`` to 0.
+
+Any per-particle value may sit in the particle block or in the optics block (the particle
+block wins). Angles are RELION's rot/tilt/psi in degrees, converted once by
+:func:`hetsiren.geometry.euler_deg_to_matrix`.
+
+Writing keeps every block and column of the input. Floats are written with the shortest text
+that reads back to the same float64 (Python's ``repr``): no precision is lost, unlike
+``starfile``'s default ``%.6f``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import starfile
+
+from hetsiren.errors import UserInputError
+from hetsiren.geometry import (
+    euler_deg_to_matrix,
+    matrix_to_euler_deg,
+    shifts_A_to_px,
+    shifts_px_to_A,
+)
+from hetsiren.io.atomic import atomic_path
+from hetsiren.io.particles import CTFParams, ParticleSet
+from hetsiren.io.stacks import image_source_from_names
+
+__all__ = ["read_star_particles", "write_new_star", "write_star", "write_star_blocks"]
+
+log = logging.getLogger(__name__)
+
+ANGLE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
+ORIGIN_A_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
+ORIGIN_PX_COLUMNS = ("rlnOriginX", "rlnOriginY")
+# RELION 3.0: rlnDetectorPixelSize is in µm, rlnMagnification dimensionless.
+_UM_TO_A = 1e4
+_VERSION_RE = re.compile(r"^#\s*version\s+(\d+)")
+_VERSION_SCAN_BYTES = 4096
+_PIXEL_SIZE_RTOL = 1e-3
+# Some RELION 3.0 files (e.g. cryoSPARC exports) omit it; 0.1 is the usual value for cryo-EM
+# of proteins in vitreous ice and what RELION's own job defaults use.
+DEFAULT_AMPLITUDE_CONTRAST = 0.1
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def _read_blocks(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserInputError(f"{path}: file not found")
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as exc:  # starfile/pandas raise many types on malformed text
+        raise UserInputError(f"{path}: could not parse as a STAR file ({type(exc).__name__}: "
+                             f"{exc}); expected data_ blocks with loop_ tables of "
+                             "whitespace-separated values, one row per line") from exc
+    if not blocks:
+        raise UserInputError(f"{path}: no data_ block found; expected a RELION STAR file")
+    return dict(blocks)
+
+
+def _file_version(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        head = fh.read(_VERSION_SCAN_BYTES).decode("utf-8", errors="replace")
+    for line in head.splitlines():
+        m = _VERSION_RE.match(line.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
+def _pick_blocks(path: Path, blocks: dict[str, Any]) -> tuple[str, str | None]:
+    tables = {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
+    optics = "optics" if "optics" in tables else None
+    if "particles" in tables:
+        return "particles", optics
+    with_names = [k for k, v in tables.items() if "rlnImageName" in v.columns]
+    if with_names:
+        return with_names[0], optics
+    others = [k for k in tables if k != optics]
+    if len(others) == 1:
+        return others[0], optics
+    raise UserInputError(
+        f"{path}: cannot tell which block holds the particles (blocks: "
+        f"{', '.join('data_' + k for k in blocks) or 'none'}); expected data_particles or a "
+        "loop_ block with rlnImageName")
+
+
+def _check_row_lengths(path: Path, block: str, df: pd.DataFrame) -> None:
+    """starfile pads short rows with NaN: report them as what they are."""
+    if df.shape[1] == 0 or len(df) == 0:
+        return
+    na = df.isna().to_numpy()
+    short = na[:, -1]
+    if not short.any():
+        return
+    row = int(np.flatnonzero(short)[0])
+    present = na[row]
+    n_fields = int(np.flatnonzero(~present)[-1]) + 1 if (~present).any() else 0
+    raise UserInputError(
+        f"{path}: data_{block}, row {row + 1}: found {n_fields} values, expected "
+        f"{df.shape[1]} (one per column, {df.columns[0]} ... {df.columns[-1]}); the row is "
+        "truncated or has a value missing")
+
+
+class _Columns:
+    """Per-particle numeric values from the particle block, else from its optics group."""
+
+    def __init__(self, path: Path, particles: pd.DataFrame, pblock: str,
+                 optics: pd.DataFrame | None, oblock: str | None) -> None:
+        self.path, self.particles, self.pblock = path, particles, pblock
+        self.optics, self.oblock = optics, oblock
+        self.optics_row: np.ndarray | None = None
+        if optics is not None:
+            self._link_optics()
+
+    def _link_optics(self) -> None:
+        optics = self.optics
+        assert optics is not None
+        if "rlnOpticsGroup" not in optics.columns:
+            raise UserInputError(f"{self.path}: data_{self.oblock} has no rlnOpticsGroup column; "
+                                 "expected one row per optics group numbered by rlnOpticsGroup")
+        groups = self._numeric(optics, "rlnOpticsGroup", self.oblock)
+        if "rlnOpticsGroup" in self.particles.columns:
+            pgroups = self.numeric("rlnOpticsGroup")
+            row = pd.Index(groups).get_indexer(pgroups)
+            if (row < 0).any():
+                bad = int(np.flatnonzero(row < 0)[0])
+                raise UserInputError(
+                    f"{self.path}: data_{self.pblock}, row {bad + 1}, column rlnOpticsGroup: "
+                    f"group {pgroups[bad]:g} is not in data_{self.oblock} (groups: "
+                    f"{', '.join(f'{g:g}' for g in groups)})")
+            self.optics_row = row
+        elif len(optics) == 1:
+            self.optics_row = np.zeros(len(self.particles), dtype=np.int64)
+        else:
+            raise UserInputError(
+                f"{self.path}: data_{self.pblock} has no rlnOpticsGroup column but "
+                f"data_{self.oblock} has {len(optics)} groups; expected rlnOpticsGroup per "
+                "particle")
+
+    def _numeric(self, df: pd.DataFrame, name: str, block: str | None) -> np.ndarray:
+        values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise UserInputError(
+                f"{self.path}: data_{block}, row {row + 1}, column {name}: expected a finite "
+                f"number, got {df[name].iloc[row]!r}")
+        return values
+
+    def has(self, name: str) -> bool:
+        return name in self.particles.columns or (
+            self.optics is not None and name in self.optics.columns)
+
+    def numeric(self, name: str, default: float | None = None) -> np.ndarray:
+        if name in self.particles.columns:
+            return self._numeric(self.particles, name, self.pblock)
+        if self.optics is not None and name in self.optics.columns:
+            assert self.optics_row is not None
+            return self._numeric(self.optics, name, self.oblock)[self.optics_row]
+        if default is not None:
+            return np.full(len(self.particles), float(default))
+        where = f"data_{self.pblock}" + (f" or data_{self.oblock}" if self.oblock else "")
+        raise UserInputError(f"{self.path}: column {name} missing from {where}")
+
+    def group(self, names: Sequence[str], what: str) -> np.ndarray | None:
+        """``(N, len(names))`` if all present, None if none; a partial set is an error."""
+        present = [self.has(n) for n in names]
+        if not any(present):
+            return None
+        if not all(present):
+            missing = [n for n, p in zip(names, present, strict=True) if not p]
+            raise UserInputError(
+                f"{self.path}: {what} incomplete: column(s) {', '.join(missing)} missing from "
+                f"data_{self.pblock} (found "
+                f"{', '.join(n for n, p in zip(names, present, strict=True) if p)})")
+        return np.stack([self.numeric(n) for n in names], axis=1)
+
+
+def _pixel_size(cols: _Columns, path: Path, pixel_size_A: float | None) -> np.ndarray | None:
+    n = len(cols.particles)
+    from_file = None
+    if cols.has("rlnImagePixelSize"):
+        from_file = cols.numeric("rlnImagePixelSize")
+    elif cols.has("rlnDetectorPixelSize") and cols.has("rlnMagnification"):
+        from_file = cols.numeric("rlnDetectorPixelSize") * _UM_TO_A / cols.numeric(
+            "rlnMagnification")
+    if from_file is not None and (from_file <= 0).any():
+        row = int(np.flatnonzero(from_file <= 0)[0])
+        raise UserInputError(f"{path}: row {row + 1}: pixel size {from_file[row]:g} Å; expected "
+                             "a positive rlnImagePixelSize (or rlnDetectorPixelSize and "
+                             "rlnMagnification)")
+    if pixel_size_A is not None:
+        if pixel_size_A <= 0:
+            raise UserInputError(f"pixel size {pixel_size_A} Å given; expected a positive value")
+        if from_file is not None and not np.allclose(from_file, pixel_size_A,
+                                                     rtol=_PIXEL_SIZE_RTOL):
+            log.warning("%s: using the given pixel size %.4g Å instead of the file's %s", path,
+                        pixel_size_A, np.unique(from_file))
+        return np.full(n, float(pixel_size_A))
+    return from_file
+
+
+def _amplitude_contrast(cols: _Columns, path: Path) -> np.ndarray:
+    if cols.has("rlnAmplitudeContrast"):
+        return cols.numeric("rlnAmplitudeContrast")
+    log.warning("%s: no rlnAmplitudeContrast; using %g", path, DEFAULT_AMPLITUDE_CONTRAST)
+    return np.full(len(cols.particles), DEFAULT_AMPLITUDE_CONTRAST)
+
+
+def read_star_particles(path: str | Path, datadir: str | Path | None = None,
+                        pixel_size_A: float | None = None,
+                        require_pixel_size: bool = True) -> ParticleSet:
+    """Read a RELION particle STAR file (3.0, 3.1, 4, 5 or cryoDRGN's) into a ParticleSet.
+
+    Args:
+        path: the STAR file.
+        datadir: folder holding the image stacks, when the paths in the file do not resolve
+            relative to the file's folder.
+        pixel_size_A: override (or supply, for files that have none) the pixel size in Å.
+        require_pixel_size: raise when no pixel size is found anywhere (file, argument, stack
+            header); when False the pixel sizes are NaN (for ``hetsiren info``).
+    """
+    path = Path(path)
+    blocks = _read_blocks(path)
+    pblock, oblock = _pick_blocks(path, blocks)
+    particles: pd.DataFrame = blocks[pblock]
+    optics: pd.DataFrame | None = blocks[oblock] if oblock else None
+    _check_row_lengths(path, pblock, particles)
+    if optics is not None:
+        _check_row_lengths(path, oblock, optics)
+    n = len(particles)
+    if n == 0:
+        raise UserInputError(f"{path}: data_{pblock} has no rows; expected one row per particle")
+    if "rlnImageName" not in particles.columns:
+        raise UserInputError(f"{path}: column rlnImageName missing from data_{pblock}; expected "
+                             "'NNNNNN@stack.mrcs' image references, one per particle")
+    cols = _Columns(path, particles, pblock, optics, oblock)
+
+    box = None
+    if cols.has("rlnImageSize"):
+        sizes = np.unique(cols.numeric("rlnImageSize"))
+        if len(sizes) > 1:
+            raise UserInputError(f"{path}: particles have several box sizes ({sizes}); "
+                                 "expected one rlnImageSize")
+        box = int(sizes[0])
+    images = image_source_from_names(particles["rlnImageName"], path, datadir, [path.parent],
+                                     box)
+    pixel = _pixel_size(cols, path, pixel_size_A)
+    if pixel is None:
+        if images.voxel_size_A:
+            log.warning("%s: no pixel size in the file; using %.4g Å from the header of %s "
+                        "(pass --pixel-size to set it)", path, images.voxel_size_A,
+                        next(iter(images.headers.values())).path)
+            pixel = np.full(n, float(images.voxel_size_A))
+        elif require_pixel_size:
+            raise UserInputError(
+                f"{path}: no pixel size: no rlnImagePixelSize (optics block), no "
+                "rlnDetectorPixelSize/rlnMagnification and no readable image stack; pass "
+                "--pixel-size")
+        else:
+            pixel = np.full(n, np.nan)
+
+    euler = cols.group(ANGLE_COLUMNS, "angles")
+    rotations = euler_deg_to_matrix(euler) if euler is not None else None
+
+    origin_unit = None
+    shifts_A = None
+    origin_A = cols.group(ORIGIN_A_COLUMNS, "origins (Å)")
+    if origin_A is not None:
+        shifts_A, origin_unit = origin_A, "A"
+    else:
+        origin_px = cols.group(ORIGIN_PX_COLUMNS, "origins (pixels)")
+        if origin_px is not None:
+            shifts_A, origin_unit = shifts_px_to_A(origin_px, pixel), "px"
+
+    ctf = None
+    if cols.has("rlnDefocusU") or cols.has("rlnDefocusV"):
+        uv = cols.group(("rlnDefocusU", "rlnDefocusV"), "CTF defocus")
+        assert uv is not None
+        ctf = CTFParams(
+            defocus_u_A=uv[:, 0], defocus_v_A=uv[:, 1],
+            astigmatism_angle_rad=np.deg2rad(cols.numeric("rlnDefocusAngle")),
+            voltage_kv=cols.numeric("rlnVoltage"),
+            cs_mm=cols.numeric("rlnSphericalAberration"),
+            amplitude_contrast=_amplitude_contrast(cols, path),
+            phase_shift_rad=np.deg2rad(cols.numeric("rlnPhaseShift", default=0.0)),
+            bfactor_A2=cols.numeric("rlnCtfBfactor", default=0.0),
+        )
+
+    optics_group = cols.numeric("rlnOpticsGroup").astype(np.int64) if cols.has(
+        "rlnOpticsGroup") else None
+    return ParticleSet(
+        n_particles=n, box_size=images.box_size, pixel_size_A=pixel, images=images,
+        rotations=rotations, shifts_A=shifts_A, ctf=ctf, optics_group=optics_group,
+        metadata={"format": "star", "path": str(path), "blocks": blocks,
+                  "particles_block": pblock, "optics_block": oblock,
+                  "origin_unit": origin_unit, "version": _file_version(path)},
+    )
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+def _quoted(series: pd.Series) -> pd.Series:
+    text = series.astype(str)
+    needs = text.str.contains(r"\s", regex=True) | (text.str.len() == 0)
+    return text.where(~needs, '"' + text + '"')
+
+
+def write_star_blocks(path: str | Path, blocks: dict[str, Any],
+                      version: str | None = None) -> Path:
+    """Write STAR blocks (DataFrames as ``loop_``, dicts as key-value pairs) atomically.
+
+    Floats are written losslessly (shortest round-trip text); strings with spaces are quoted.
+    ``version`` (e.g. ``"30001"``) adds RELION's ``# version`` line before each block.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        fh.write("# Written by hetsiren\n\n")
+        for name, block in blocks.items():
+            if version:
+                fh.write(f"# version {version}\n\n")
+            fh.write(f"data_{name}\n\n")
+            if isinstance(block, dict):
+                for key, value in block.items():
+                    text = _quoted(pd.Series([value])).iloc[0] if isinstance(value, str) else (
+                        repr(float(value)) if isinstance(value, float) else str(value))
+                    fh.write(f"_{key}\t{text}\n")
+                fh.write("\n\n")
+                continue
+            df = block.copy()
+            fh.write("loop_\n")
+            for i, col in enumerate(df.columns, 1):
+                fh.write(f"_{col} #{i}\n")
+            for col in df.columns:
+                if not (pd.api.types.is_numeric_dtype(df[col]) or
+                        pd.api.types.is_bool_dtype(df[col])):
+                    df[col] = _quoted(df[col])
+            df.to_csv(fh, sep="\t", header=False, index=False, quoting=csv.QUOTE_NONE,
+                      float_format=None, lineterminator="\n")
+            fh.write("\n\n")
+    return Path(path)
+
+
+def _check_rows(rows: np.ndarray | None, n: int) -> np.ndarray | None:
+    if rows is None:
+        return None
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(f"rows must be 0-based indices below {n}")
+    return rows
+
+
+def _check_extra(extra: dict[str, np.ndarray] | None, n: int) -> dict[str, np.ndarray]:
+    out = {}
+    for name, values in (extra or {}).items():
+        values = np.asarray(values)
+        if values.shape != (n,):
+            raise ValueError(f"extra column {name}: expected shape ({n},), got {values.shape}")
+        out[name] = values
+    return out
+
+
+def write_star(path: str | Path, particles: ParticleSet, rotations: np.ndarray | None = None,
+               shifts_A: np.ndarray | None = None, rows: np.ndarray | None = None,
+               extra_columns: dict[str, np.ndarray] | None = None) -> Path:
+    """Write ``particles`` as a STAR file, giving the user back their own file.
+
+    Args:
+        path: output STAR.
+        particles: from :func:`read_particles`. From a STAR, every block and column is kept;
+            from a ``.cs`` or ``.mrcs``, a fresh RELION 3.1 file is built.
+        rotations: ``(N, 3, 3)`` RELION matrices A replacing the angles (all particles).
+        shifts_A: ``(N, 2)`` (x, y) origins in Å replacing the origins, written in the unit of
+            the input's columns (pixels for ``rlnOriginX/Y``, Å for ``rlnOriginX/YAngst``).
+        rows: sorted 0-based indices of the particles to keep (default all).
+        extra_columns: name → ``(N,)`` values appended as columns (e.g. ``rlnHetsirenZ1``).
+    """
+    n = particles.n_particles
+    rows = _check_rows(rows, n)
+    extra = _check_extra(extra_columns, n)
+    meta = particles.metadata
+    if meta.get("format") != "star":
+        return _write_fresh(path, particles, rotations, shifts_A, rows, extra)
+    blocks = dict(meta["blocks"])
+    pblock = meta["particles_block"]
+    df = blocks[pblock].copy()
+    if rotations is not None:
+        euler = matrix_to_euler_deg(np.asarray(rotations).reshape(n, 3, 3))
+        for j, col in enumerate(ANGLE_COLUMNS):
+            df[col] = euler[:, j]
+    if shifts_A is not None:
+        shifts_A = np.asarray(shifts_A, dtype=np.float64).reshape(n, 2)
+        unit = meta.get("origin_unit")
+        if unit is None:
+            optics = blocks.get(meta.get("optics_block") or "")
+            unit = "A" if isinstance(optics, pd.DataFrame) else "px"
+        if unit == "A":
+            df[ORIGIN_A_COLUMNS[0]], df[ORIGIN_A_COLUMNS[1]] = shifts_A[:, 0], shifts_A[:, 1]
+        else:
+            px = shifts_A_to_px(shifts_A, particles.pixel_size_A)
+            df[ORIGIN_PX_COLUMNS[0]], df[ORIGIN_PX_COLUMNS[1]] = px[:, 0], px[:, 1]
+    for name, values in extra.items():
+        df[name] = values
+    if rows is not None:
+        df = df.iloc[rows].reset_index(drop=True)
+    blocks[pblock] = df
+    return write_star_blocks(path, blocks, version=meta.get("version"))
+
+
+def _fresh_blocks(image_names: Sequence[str], pixel_size_A: np.ndarray, box_size: int,
+                  rotations: np.ndarray | None, shifts_A: np.ndarray | None,
+                  ctf: CTFParams | None) -> dict[str, pd.DataFrame]:
+    n = len(image_names)
+    pixel = np.broadcast_to(np.asarray(pixel_size_A, dtype=np.float64), (n,))
+    keys: dict[str, np.ndarray] = {"rlnImagePixelSize": pixel}
+    if ctf is not None:
+        keys.update(rlnVoltage=np.asarray(ctf.voltage_kv, dtype=np.float64),
+                    rlnSphericalAberration=np.asarray(ctf.cs_mm, dtype=np.float64),
+                    rlnAmplitudeContrast=np.asarray(ctf.amplitude_contrast, dtype=np.float64))
+    table = pd.DataFrame(keys)
+    optics = table.drop_duplicates().reset_index(drop=True)
+    codes = table.merge(optics.reset_index(), on=list(table.columns), how="left")[
+        "index"].to_numpy()
+    k = len(optics)
+    optics.insert(0, "rlnOpticsGroup", np.arange(1, k + 1))
+    optics.insert(1, "rlnOpticsGroupName", [f"opticsGroup{i}" for i in range(1, k + 1)])
+    optics.insert(3, "rlnImageSize", np.full(k, int(box_size)))
+    optics.insert(4, "rlnImageDimensionality", np.full(k, 2))
+    part: dict[str, Any] = {"rlnImageName": list(image_names)}
+    if rotations is not None:
+        euler = matrix_to_euler_deg(np.asarray(rotations).reshape(n, 3, 3))
+        part.update(rlnAngleRot=euler[:, 0], rlnAngleTilt=euler[:, 1], rlnAnglePsi=euler[:, 2])
+    if shifts_A is not None:
+        s = np.asarray(shifts_A, dtype=np.float64).reshape(n, 2)
+        part.update(rlnOriginXAngst=s[:, 0], rlnOriginYAngst=s[:, 1])
+    if ctf is not None:
+        part.update(rlnDefocusU=np.asarray(ctf.defocus_u_A, dtype=np.float64),
+                    rlnDefocusV=np.asarray(ctf.defocus_v_A, dtype=np.float64),
+                    rlnDefocusAngle=np.rad2deg(ctf.astigmatism_angle_rad),
+                    rlnPhaseShift=np.rad2deg(ctf.phase_shift_rad),
+                    rlnCtfBfactor=np.asarray(ctf.bfactor_A2, dtype=np.float64))
+    part["rlnOpticsGroup"] = codes + 1
+    return {"optics": optics, "particles": pd.DataFrame(part)}
+
+
+def write_new_star(path: str | Path, image_names: Sequence[str], pixel_size_A: float,
+                   box_size: int, rotations: np.ndarray | None, shifts_A: np.ndarray | None,
+                   ctf: CTFParams | None) -> Path:
+    """Write a fresh RELION 3.1 STAR (optics + particles blocks), atomically.
+
+    Args:
+        image_names: ``N`` references ``NNNNNN@stack.mrcs`` (1-based).
+        pixel_size_A: pixel size of the images in Å.
+        box_size: image size in pixels.
+        rotations: ``(N, 3, 3)`` RELION matrices A, or None (no angle columns).
+        shifts_A: ``(N, 2)`` (x, y) origins in Å, written as ``rlnOriginX/YAngst``, or None.
+        ctf: per-particle CTF parameters, or None (no CTF columns). One optics group per
+            distinct (pixel size, voltage, Cs, amplitude contrast).
+    """
+    blocks = _fresh_blocks(image_names, np.asarray(pixel_size_A), box_size, rotations, shifts_A,
+                           ctf)
+    return write_star_blocks(path, blocks, version="30001")
+
+
+def _write_fresh(path: str | Path, particles: ParticleSet, rotations: np.ndarray | None,
+                 shifts_A: np.ndarray | None, rows: np.ndarray | None,
+                 extra: dict[str, np.ndarray]) -> Path:
+    from hetsiren.io.formats import image_names_of
+
+    names = image_names_of(particles)
+    rot = rotations if rotations is not None else particles.rotations
+    sh = shifts_A if shifts_A is not None else particles.shifts_A
+    blocks = _fresh_blocks(names, particles.pixel_size_A, particles.box_size, rot, sh,
+                           particles.ctf)
+    df = blocks["particles"]
+    for name, values in extra.items():
+        df[name] = values
+    if rows is not None:
+        df = df.iloc[rows].reset_index(drop=True)
+    blocks["particles"] = df
+    return write_star_blocks(path, blocks, version="30001")
