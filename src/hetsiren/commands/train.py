@@ -39,6 +39,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     helps = field_help()
     p.add_argument("particles", help=helps[_POSITIONAL])
     p.add_argument("-o", "--output", required=True, help="run directory to create")
+    p.add_argument("--paper-defaults", action="store_true",
+                   help="use the paper's --lr 1e-5, --batch-size 8, --epochs 50 and --omega0 30 "
+                        "(set for ~1e5 particles on a GPU) instead of ours")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output from its last complete epoch")
     for f, hint in _config_fields():
@@ -67,10 +70,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from hetsiren.train import TrainConfig, train
+    from hetsiren.train import PAPER_DEFAULTS, TrainConfig, train
 
     values = {f.name: getattr(args, f.name) for f, _ in _config_fields()}
     values["multires"] = tuple(values["multires"])
+    if args.paper_defaults:
+        values.update(PAPER_DEFAULTS)
     cfg = TrainConfig(particles=args.particles, **values)
     result = train(cfg, args.output, resume=args.resume)
     print(f"trained {result.epochs_done} epochs; latent space in {result.run_dir}/latent.npy")

@@ -129,6 +129,7 @@ class Encoder(nn.Module):
         self.latent_branch = _relu_mlp(n, BRANCH_WIDTH, _BRANCH_DEPTH)
         self.euler_branch = _relu_mlp(n, BRANCH_WIDTH, _BRANCH_DEPTH) if with_pose else None
         self.shift_branch = _relu_mlp(n, BRANCH_WIDTH, _BRANCH_DEPTH) if with_pose else None
+        self.apply(_he_init)
 
     @property
     def with_pose(self) -> bool:
@@ -151,6 +152,17 @@ class Encoder(nn.Module):
             return self.latent_branch(features), None, None
         return (self.latent_branch(features), self.euler_branch(features),
                 self.shift_branch(features))
+
+
+def _he_init(module: nn.Module) -> None:
+    """He-normal weights and zero biases for the ReLU stacks (as Keras' zero biases in the
+    original). PyTorch's default (weights of variance 1/(3n), biases U(±1/√n)) loses the input
+    through the encoder's ~13 ReLU layers: we measured features whose spread over a batch of
+    different images was 1% of their mean, i.e. a latent that hardly depends on the image."""
+    if isinstance(module, nn.Conv2d | nn.Linear):
+        nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def _relu_mlp(in_features: int, width: int, depth: int) -> nn.Sequential:

@@ -7,7 +7,9 @@ for small datasets (see ``benchmarks/bench_defaults.py``) both values are given.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,10 @@ from typing import Any, Literal
 
 from hetsiren.errors import UserInputError
 
-__all__ = ["PAPER_DEFAULTS", "TrainConfig"]
+__all__ = ["PAPER_DEFAULTS", "REF_AUTO", "TrainConfig", "field_help"]
+
+REF_AUTO = "auto"
+"""``--ref auto``: V0 is a homogeneous reconstruction of the particles themselves."""
 
 EncoderKind = Literal["conv", "mlp"]
 Activation = Literal["siren", "relu"]
@@ -24,7 +29,8 @@ DataLoss = Literal["mse", "corr"]
 
 # The paper's optimiser settings (Methods, "HetSIREN cost function"), tuned for ~1e5 particles
 # x 50 epochs on a GPU. Ours differ for small datasets; see TrainConfig.lr / batch_size.
-PAPER_DEFAULTS = {"lr": 1e-5, "batch_size": 8, "epochs": 50}
+PAPER_DEFAULTS = {"lr": 1e-5, "batch_size": 8, "epochs": 50, "omega0": 30.0,
+                  "lr_final_fraction": 1.0}
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,9 @@ class TrainConfig:
     pixel_size_A: float | None = None
     """Pixel size of the input images in Å, for files that do not carry it."""
     ref: str | None = None
-    """Reference map V0 (refinement, Eq. 2); None = full heterogeneous reconstruction, V0 = 0."""
+    """Reference map V0 (refinement, Eq. 2); 'auto' = reconstruct V0 from the particles at their
+    poses (recommended without a consensus map); None = V0 = 0, full heterogeneous
+    reconstruction as in the paper."""
     mask: str | None = None
     """Focus mask: the decoder covers only its voxels (Eq. 11) and Eq. 12 applies."""
 
@@ -59,8 +67,9 @@ class TrainConfig:
     """Width of the decoder's meta-sinusoidal hidden layers; None = zdim."""
     activation: Activation = "siren"  # paper; relu for the ablation of Supplementary Fig. 10
     """Decoder activation."""
-    omega0: float = 30.0  # paper / SIREN: ω0 = 30 on the first layer
-    """SIREN frequency of the first sine layer."""
+    omega0: float = 5.0  # paper / SIREN: 30; with 30 z barely moves the maps (docs/benchmarks)
+    """ω0 of the decoder's sine layers. The first layer's input is the latent z, so ω0 sets how
+    fast the decoded map may change along the landscape."""
     refine_pose: bool = False
     """Learn per-particle Δangles and Δshifts (Supplementary Fig. 4)."""
 
@@ -79,9 +88,9 @@ class TrainConfig:
     """λ5, Eq. 12 statistics of V inside the focus mask vs the reference (needs --ref, --mask)."""
     multires: tuple[int, ...] = (1, 2)  # paper: full (R) and half (2R) resolution suffice
     """Downsampling factors of the multiresolution loss (Eq. 10)."""
-    pose_decoupling: float = 1.0  # paper Eq. 3 gives no value; original code default 1
+    pose_decoupling: float = 0.1  # paper Eq. 3 gives no value; original code 1 (benchmarks)
     """λp, pose disentanglement (Eq. 3); 0 turns it off."""
-    ctf_decoupling: float = 1.0  # paper Eq. 4 gives no value; original code default 1
+    ctf_decoupling: float = 0.1  # paper Eq. 4 gives no value; original code 1 (benchmarks)
     """λc, CTF disentanglement (Eq. 4); 0 turns it off."""
 
     # --- optimisation ----------------------------------------------------------------------
@@ -89,16 +98,19 @@ class TrainConfig:
     """Passes over the particles (paper: 50 on ~1e5 particles)."""
     batch_size: int = 16
     """Particles per step (paper: 8)."""
-    lr: float = 1e-4
+    lr: float = 3e-4
     """Adam learning rate (paper: 1e-5, set for ~1e5 particles x 50 epochs on a GPU)."""
+    lr_final_fraction: float = 0.05  # not in the paper (constant lr there)
+    """Cosine decay of the learning rate to this fraction of --lr by the last epoch."""
+    grad_clip: float = 1.0  # not in the paper
+    """Clip the gradient's global norm to this value (log.jsonl records the norm before
+    clipping); stops the occasional spike of the hypernetwork from undoing a landscape."""
     seed: int = 0
     """Seed for weights, shuffling and decoupling permutations."""
     device: str = "auto"
     """auto (CUDA when present), cpu, cuda or cuda:N."""
     amp: bool = True
     """Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU."""
-    num_workers: int = 0
-    """Image-reading worker processes (0 = read in the training process)."""
 
     extra: dict[str, Any] = field(default_factory=dict)
     """Resolved values recorded at run time (normalisation, pixel sizes, version...)."""
@@ -121,6 +133,10 @@ class TrainConfig:
             bad(f"--box must be an even number of pixels >= 16, got {self.box}")
         if self.epochs < 1 or self.batch_size < 2:
             bad("--epochs must be >= 1 and --batch-size >= 2 (decoupling shuffles in a batch)")
+        if not 0 < self.lr_final_fraction <= 1:
+            bad(f"--lr-final-fraction must be in (0, 1], got {self.lr_final_fraction}")
+        if not self.grad_clip > 0:
+            bad(f"--grad-clip must be positive, got {self.grad_clip}")
         if self.lr <= 0:
             bad(f"--lr must be positive, got {self.lr}")
         if not self.multires or any(f < 1 for f in self.multires) or self.multires[0] != 1:
@@ -153,3 +169,27 @@ class TrainConfig:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserInputError(f"{path}: cannot read run configuration ({exc})") from exc
         return cls.from_dict(data.get("config", data))
+
+
+def field_help() -> dict[str, str]:
+    """Each TrainConfig field → its docstring plus the source comment citing its default.
+
+    The command line builds ``hetsiren train --help`` from this, so the help text, the
+    defaults and the paper's values live in one place (this module).
+    """
+    source = inspect.getsource(TrainConfig)
+    lines = source.splitlines()
+    body = ast.parse(source).body[0].body
+    helps: dict[str, str] = {}
+    for node, after in zip(body, body[1:] + [None], strict=True):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        text = ""
+        if (isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)):
+            text = " ".join(after.value.value.split())
+        _, _, comment = lines[node.lineno - 1].partition("  # ")
+        if comment:
+            text = f"{text} [{comment.strip()}]"
+        helps[node.target.id] = text
+    return helps

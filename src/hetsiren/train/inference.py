@@ -1,0 +1,178 @@
+"""Building, loading and using a trained model: encode particles, decode latent points.
+
+These are the library functions behind ``hetsiren encode`` and ``hetsiren decode``; the
+trainer uses the same builders so that a run rebuilds exactly from its ``config.json`` and
+``model.pt``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hetsiren.devices import resolve_device
+from hetsiren.errors import UserInputError
+from hetsiren.io import read_particles, write_map
+from hetsiren.io.particles import ParticleSet
+from hetsiren.model import HetSIRENNet, NetworkConfig
+from hetsiren.model.forward import HetSIREN
+from hetsiren.model.volume import MaskedVolume
+from hetsiren.physics import compute_ctf, wiener_filter
+from hetsiren.train.config import TrainConfig
+from hetsiren.train.data import Batch, Preprocessing, iterate_batches
+from hetsiren.train.runio import load_checkpoint, read_run_config
+
+__all__ = [
+    "build_model", "ctf_of", "decode_latent", "decode_to_files", "encode_file",
+    "encode_particles", "load_run", "model_from_state", "progress_enabled", "read_latent_points",
+]
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """Progress bars by default only when stderr is a terminal."""
+    return sys.stderr.isatty() if progress is None else progress
+
+
+# --------------------------------------------------------------------------------------------
+# building the model
+# --------------------------------------------------------------------------------------------
+def network_config(cfg: TrainConfig, box: int) -> NetworkConfig:
+    return NetworkConfig(
+        box_size=box,
+        zdim=cfg.zdim,
+        encoder=cfg.encoder,
+        hidden_width=cfg.decoder_width,
+        activation=cfg.activation,
+        omega0=cfg.omega0,
+        refine_pose=cfg.refine_pose,
+        decoupling=cfg.pose_decoupling > 0 or cfg.ctf_decoupling > 0,
+    ).validate()
+
+
+def build_model(cfg: TrainConfig, box: int, v0: torch.Tensor | None,
+                 mask: torch.Tensor | None) -> HetSIREN:
+    volume = MaskedVolume(box, v0=v0, mask=mask)
+    net = HetSIRENNet(network_config(cfg, box), n_voxels=volume.n_voxels)
+    return HetSIREN(net, volume)
+
+
+def model_from_state(cfg: TrainConfig, box: int, state: dict) -> HetSIREN:
+    """Rebuild the module from a checkpoint's state dict (V0 and mask are in it)."""
+    v0 = state["volume.v0_grid"]
+    mask = torch.zeros(box**3, dtype=torch.bool)
+    mask[state["volume.decoder_index"]] = True
+    model = build_model(cfg, box, v0, mask.reshape(box, box, box))
+    model.load_state_dict(state)
+    return model
+
+
+def ctf_of(batch: Batch, prep: Preprocessing, cfg: TrainConfig) -> torch.Tensor | None:
+    if cfg.ctf_mode == "none" or batch.ctf is None:
+        return None
+    return compute_ctf(**batch.ctf, box_size=prep.box, pixel_size_A=prep.pixel_size_A)
+
+
+@torch.no_grad()
+def encode_particles(model: HetSIREN, particles: ParticleSet, prep: Preprocessing,
+                     cfg: TrainConfig, device: torch.device, batch_size: int = 64,
+                     progress: bool | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latent vectors (and pose corrections) of every particle, in input order.
+
+    Returns:
+        ``(N, zdim)`` float32 z, ``(N, 3)`` Δangles (radians), ``(N, 2)`` Δshifts (pixels).
+    """
+    model.eval()
+    n = particles.n_particles
+    zs, des, dss = [], [], []
+    bar = tqdm(total=n, desc="encoding", unit="img", disable=not progress_enabled(progress),
+               leave=False)
+    for batch in iterate_batches(particles, prep, np.arange(n), batch_size, device):
+        ctf = ctf_of(batch, prep, cfg)
+        images = batch.images if (ctf is None or cfg.ctf_mode != "wiener") else wiener_filter(
+            batch.images, ctf)
+        z, de, ds = model.net.encode(images)
+        zs.append(z.float().cpu())
+        des.append(de.float().cpu())
+        dss.append(ds.float().cpu())
+        bar.update(len(batch.indices))
+    bar.close()
+    return (torch.cat(zs).numpy().astype(np.float32), torch.cat(des).numpy(),
+            torch.cat(dss).numpy())
+
+
+def load_run(run_dir: str | Path, device: str = "auto"
+             ) -> tuple[TrainConfig, Preprocessing, HetSIREN, torch.device]:
+    """Rebuild a trained model from its run directory."""
+    record = read_run_config(run_dir)
+    cfg = TrainConfig.from_dict(record["config"])
+    prep = Preprocessing(**record["preprocessing"])
+    dev = resolve_device(device)
+    state = load_checkpoint(run_dir, map_location="cpu")
+    model = model_from_state(cfg, prep.box, state["model"]).to(dev).eval()
+    return cfg, prep, model, dev
+
+
+@torch.no_grad()
+def decode_latent(model: HetSIREN, z: np.ndarray, device: torch.device) -> np.ndarray:
+    """``(k, zdim)`` latent points → ``(k, D, D, D)`` float32 maps."""
+    z_t = torch.as_tensor(np.asarray(z, dtype=np.float32), device=device)
+    if z_t.ndim != 2 or z_t.shape[1] != model.net.config.zdim:
+        raise UserInputError(
+            f"latent points must be (k, {model.net.config.zdim}), got {tuple(z_t.shape)}")
+    maps = [model.decode_maps(z_t[i:i + 8]).cpu() for i in range(0, len(z_t), 8)]
+    return torch.cat(maps).numpy().astype(np.float32)
+
+
+def encode_file(run_dir: str | Path, particles_path: str | Path, datadir: str | None = None,
+                pixel_size_A: float | None = None, device: str = "auto",
+                batch_size: int = 64) -> np.ndarray:
+    """Latent vectors of the particles in a file, preprocessed as the run's training data."""
+    cfg, prep, model, dev = load_run(run_dir, device)
+    particles = read_particles(particles_path, datadir=datadir, pixel_size_A=pixel_size_A)
+    if particles.images is None:
+        raise UserInputError(f"{particles_path}: no images to encode")
+    if particles.box_size != prep.box_in:
+        raise UserInputError(
+            f"{particles_path}: images are {particles.box_size} px but {run_dir} was trained "
+            f"on {prep.box_in} px images; re-extract or train a new run")
+    if not np.allclose(particles.pixel_size_A, prep.pixel_size_in_A, rtol=1e-3):
+        raise UserInputError(
+            f"{particles_path}: pixel size {float(particles.pixel_size_A[0]):.4g} Å differs "
+            f"from the training data's {prep.pixel_size_in_A:.4g} Å")
+    z, _, _ = encode_particles(model, particles, prep, cfg, dev, batch_size=batch_size)
+    return z
+
+
+def read_latent_points(path: str | Path, zdim: int) -> np.ndarray:
+    """``.npy`` or text (one point per row) → ``(k, zdim)`` float32."""
+    path = Path(path)
+    try:
+        z = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{path}: cannot read latent points ({exc})") from exc
+    z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+    if z.ndim != 2 or z.shape[1] != zdim:
+        raise UserInputError(f"{path}: expected rows of {zdim} values, got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise UserInputError(f"{path}: contains NaN or Inf")
+    return z
+
+
+def decode_to_files(run_dir: str | Path, z: np.ndarray, out_dir: str | Path,
+                    device: str = "auto", prefix: str = "map") -> list[Path]:
+    """Decode latent points to ``OUT/{prefix}_NNN.mrc`` maps at the training pixel size."""
+    _, prep, model, dev = load_run(run_dir, device)
+    maps = decode_latent(model, z, dev)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, volume in enumerate(maps):
+        path = out_dir / f"{prefix}_{i:03d}.mrc"
+        write_map(path, volume, prep.pixel_size_A)
+        paths.append(path)
+    return paths

@@ -1,0 +1,165 @@
+"""End-to-end training on tiny simulated data (CPU): the issue's must-show properties.
+
+One small dataset (three phantom states, CTF, noise) and one training run are shared by the
+tests of this module; each test checks one property of that run or of a short variant.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from hetsiren.errors import UserInputError
+from hetsiren.io import read_map, read_particles, write_map
+from hetsiren.simulate import SimulationSpec, simulate_phantom
+from hetsiren.train import TrainConfig, decode_latent, encode_file, load_run, train
+from hetsiren.train.runio import LATENT, LOG
+
+BOX = 32
+N = 1000
+EPOCHS = 30
+SNR = 2.0
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "discrete"
+    spec = SimulationSpec(n_particles=N, snr=SNR, seed=3, pixel_size_A=5.0, max_shift_px=1.0)
+    simulate_phantom(out, "discrete", BOX, spec, progress=False)
+    return out
+
+
+def _config(dataset, **kw) -> TrainConfig:
+    base = TrainConfig(particles=str(dataset / "particles.star"), zdim=4, seed=1, device="cpu",
+                       ref="auto")
+    return replace(base, **kw)
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory):
+    # The CI-sized run: our defaults except decoupling off (2.7x faster; decoupling has its
+    # own benchmark in docs/benchmarks.md).
+    run_dir = tmp_path_factory.mktemp("runs") / "main"
+    train(_config(dataset, epochs=EPOCHS, pose_decoupling=0.0, ctf_decoupling=0.0), run_dir,
+          progress=False)
+    return run_dir
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / LOG).read_text().splitlines()]
+
+
+def test_run_directory_contract(run, dataset):
+    for name in ("config.json", "model.pt", "latent.npy", "log.jsonl"):
+        assert (run / name).is_file(), name
+    z = np.load(run / LATENT)
+    assert z.shape == (N, 4) and z.dtype == np.float32
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["particles"].endswith("particles.star")
+    assert record["preprocessing"]["box"] == BOX
+    assert len(_log(run)) == EPOCHS
+
+
+def test_loss_falls(run):
+    data = [e["data"] for e in _log(run)]
+    assert data[-1] < data[0]
+
+
+def test_latent_separates_states(run, dataset):
+    truth = np.load(dataset / "truth.npz")
+    z = np.load(run / LATENT)
+    labels = KMeans(3, n_init=10, random_state=0).fit_predict(z)
+    ari = adjusted_rand_score(truth["state"], labels)
+    assert ari >= 0.9, f"adjusted Rand index {ari:.3f}"
+
+
+def test_decoded_maps_match_their_states(run, dataset):
+    truth = np.load(dataset / "truth.npz")
+    z = np.load(run / LATENT)
+    _, _, model, dev = load_run(run, "cpu")
+    truth_maps = [read_map(dataset / f"truth_maps/state_{k:02d}.mrc")[0] for k in range(3)]
+    means = np.stack([z[truth["state"] == k].mean(0) for k in range(3)])
+    decoded = decode_latent(model, means, dev)
+    corr = np.array([[np.corrcoef(decoded[i].ravel(), truth_maps[j].ravel())[0, 1]
+                      for j in range(3)] for i in range(3)])
+    for i in range(3):
+        others = [corr[i, j] for j in range(3) if j != i]
+        assert corr[i, i] > max(others), f"state {i}: correlations {corr[i]}"
+
+
+def test_encode_reproduces_latent(run, dataset):
+    z = encode_file(run, dataset / "particles.star", device="cpu")
+    np.testing.assert_allclose(z, np.load(run / LATENT), atol=1e-5)
+
+
+def test_resume_matches_uninterrupted(dataset, tmp_path):
+    cfg = _config(dataset, epochs=2, pose_decoupling=0.0, ctf_decoupling=0.0)
+    full = tmp_path / "full"
+    train(cfg, full, progress=False)
+    part = tmp_path / "part"
+    train(replace(cfg, epochs=1), part, progress=False)
+    train(replace(cfg, epochs=2), part, resume=True, progress=False)
+    np.testing.assert_allclose(np.load(part / LATENT), np.load(full / LATENT), atol=1e-5)
+    assert len(_log(part)) == 2
+
+
+def test_voxels_outside_focus_mask_never_change(dataset, tmp_path):
+    ref = dataset / "truth_maps" / "state_00.mrc"
+    mask = np.zeros((BOX, BOX, BOX), dtype=np.float32)
+    mask[8:24, 8:24, 16:28] = 1.0
+    write_map(tmp_path / "mask.mrc", mask, 5.0)
+    cfg = _config(dataset, epochs=1, ref=str(ref), mask=str(tmp_path / "mask.mrc"),
+                  pose_decoupling=0.0, ctf_decoupling=0.0)
+    train(cfg, tmp_path / "focus", progress=False)
+    _, _, model, dev = load_run(tmp_path / "focus", "cpu")
+    maps = decode_latent(model, np.random.default_rng(0).normal(size=(3, 4)) * 5, dev)
+    v0 = model.volume.v0_grid.numpy()
+    outside = mask == 0
+    np.testing.assert_array_equal(maps[:, outside], np.broadcast_to(v0[outside],
+                                                                   (3, int(outside.sum()))))
+    assert not np.allclose(maps[:, ~outside], v0[~outside])
+
+
+def test_training_without_poses_is_a_clear_error(tmp_path, dataset):
+    import mrcfile
+
+    stack = mrcfile.read(dataset / "particles.mrcs")
+    with mrcfile.new(tmp_path / "plain.mrcs") as m:
+        m.set_data(stack[:20])
+        m.voxel_size = 5.0
+    with pytest.raises(UserInputError, match="no poses"):
+        train(replace(_config(dataset), particles=str(tmp_path / "plain.mrcs")),
+              tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_nan_guard_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
+    from hetsiren.train import trainer
+
+    cfg = _config(dataset, epochs=1, pose_decoupling=0.0, ctf_decoupling=0.0)
+    train(cfg, tmp_path / "r", progress=False)
+    before = torch.load(tmp_path / "r" / "model.pt", weights_only=True)["epoch"]
+    original = trainer.L.l1_loss
+    monkeypatch.setattr(trainer.L, "l1_loss", lambda v: original(v) * float("nan"))
+    with pytest.raises(trainer.TrainingDiverged, match="kept"):
+        train(replace(cfg, epochs=2), tmp_path / "r", resume=True, progress=False)
+    after = torch.load(tmp_path / "r" / "model.pt", weights_only=True)["epoch"]
+    assert before == after == 1
+
+
+def test_existing_run_is_not_overwritten(run, dataset):
+    before = (run / "config.json").read_text()
+    with pytest.raises(UserInputError, match="already holds a run"):
+        train(_config(dataset), run, progress=False)
+    assert (run / "config.json").read_text() == before
+
+
+def test_particles_read_back(dataset):
+    particles = read_particles(dataset / "particles.star")
+    assert particles.n_particles == N and particles.box_size == BOX
