@@ -25,9 +25,9 @@ layer it feeds, and He-normal weights scaled so that, for unit-RMS hypernetwork 
 input-dependent part of each generated weight has ``HYPER_MODULATION`` times the spread of the
 SIREN part. A fixed factor of 1/100 is not enough here: the hidden SIREN weights scale as
 ``1/(ω0·√n)``, so at the decoder's widths (n = 10) a 1/100 head would generate weights larger
-than the SIREN part itself and pre-activations of about 3 instead of 1. At initialisation the generated weights are thus a SIREN-initialised matrix
-plus a small input-dependent part, so the layer starts as a well-initialised SIREN layer and
-the hypernetwork learns how to modulate it.
+than the SIREN part itself. At initialisation the generated weights are thus a
+SIREN-initialised matrix plus a small input-dependent part, so the layer starts as a
+well-initialised SIREN layer and the hypernetwork learns how to modulate it.
 """
 
 from __future__ import annotations
