@@ -38,7 +38,7 @@ VARIANTS = {
     "ReLU decoder": {"activation": "relu"},
     "denoising losses off": NO_DENOISING,
 }
-CONTINUOUS_VARIANTS = ("ours", "decoupling off", "decoupling 1 (original code)")
+CONTINUOUS_VARIANTS = ("ours", "decoupling off")
 
 
 def _row(name: str, kind: str, metrics: dict, seconds: float) -> str:

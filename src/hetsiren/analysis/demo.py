@@ -43,7 +43,7 @@ class DemoResult:
     metrics: dict[str, Any]
 
 
-def run_demo(out_dir: str | Path, n_particles: int = 2000, epochs: int = 30, snr: float = 1.0,
+def run_demo(out_dir: str | Path, n_particles: int = 2000, epochs: int = 50, snr: float = 1.0,
              device: str = "auto", seed: int = 0, progress: bool | None = None) -> DemoResult:
     """Simulate, train, analyse and evaluate; see the module docstring for the outputs."""
     out_dir = Path(out_dir)
@@ -67,4 +67,4 @@ def run_demo(out_dir: str | Path, n_particles: int = 2000, epochs: int = 30, snr
     log.info("4/4 scoring against the simulated truth")
     metrics = evaluate_run(run, data, device=device)
     write_json(out_dir / "evaluation.json", metrics)
-    return DemoResult(out_dir=out_dir, report=result.report(), metrics=metrics)
+    return DemoResult(out_dir=out_dir, report=result.report, metrics=metrics)

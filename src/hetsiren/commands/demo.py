@@ -16,7 +16,7 @@ import argparse
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="demo_run", help="new folder (default: demo_run)")
     p.add_argument("--n", type=int, default=2000, help="particles (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=50, help="epochs (default: %(default)s)")
     p.add_argument("--snr", type=float, default=1.0, help="simulated SNR (default: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
