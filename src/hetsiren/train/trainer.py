@@ -52,6 +52,7 @@ from hetsiren.train.runio import (
     LATENT,
     LOG,
     POSES,
+    atomic_write,
     load_checkpoint,
     read_run_config,
     run_record,
@@ -201,6 +202,16 @@ class _Step:
 # --------------------------------------------------------------------------------------------
 # train
 # --------------------------------------------------------------------------------------------
+def _truncate_log(path: Path, last_epoch: int) -> None:
+    """Drop log lines of epochs after the checkpoint (an interruption between the log line and
+    the checkpoint would otherwise leave a duplicate epoch after resuming)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines()
+             if line.strip() and json.loads(line).get("epoch", 0) <= last_epoch]
+    atomic_write(path, lambda p: p.write_text("".join(f"{line}\n" for line in lines)))
+
+
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
     """Adam's step size in ``epoch`` (0-based): cosine decay from ``lr`` to
     ``lr_final_fraction · lr`` over the run (1 = constant, the paper's schedule). Late
@@ -269,6 +280,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         optimizer = torch.optim.Adam(model.net.parameters(), lr=cfg.lr)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
+        _truncate_log(run_dir / LOG, start_epoch)
         log.info("resuming %s after epoch %d", run_dir, start_epoch)
     else:
         if (run_dir / CONFIG).exists():
@@ -329,11 +341,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
                             img_s=f"{bar.n / (time.perf_counter() - t0):.1f}")
         bar.close()
         seconds = time.perf_counter() - t0
-        save_checkpoint(run_dir, model, optimizer, epoch + 1)
         entry = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
                  "seconds": seconds, "images_per_s": n / seconds}
-        with open(run_dir / LOG, "a") as fh:
+        with open(run_dir / LOG, "a") as fh:  # before the checkpoint: see _truncate_log
             fh.write(json.dumps(entry) + "\n")
+        save_checkpoint(run_dir, model, optimizer, epoch + 1)
         log.info("epoch %d/%d  loss %.5g  %.1f img/s", epoch + 1, cfg.epochs, entry["total"],
                  entry["images_per_s"])
 
