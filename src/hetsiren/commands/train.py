@@ -23,6 +23,8 @@ import typing
 _POSITIONAL = "particles"
 _SKIPPED = {"extra"}
 _FLAG_NAMES = {"pixel_size_A": ["--pixel-size"], "ctf_mode": ["--ctf-mode", "--ctf"]}
+# Options a resumed run takes from the command line only when given (--epochs to extend it).
+_KEPT_ON_RESUME = ("epochs",)
 
 
 def _config_fields():
@@ -66,13 +68,22 @@ def add_args(p: argparse.ArgumentParser) -> None:
         if "help" in kwargs and kwargs.get("default") is not None and not isinstance(
                 kwargs.get("default"), bool):
             kwargs["help"] += " (default: %(default)s)"
+        if f.name in _KEPT_ON_RESUME:
+            # None = "not given": a resumed run keeps its own value unless asked otherwise.
+            kwargs["help"] = kwargs["help"].replace("%(default)s", str(default))
+            kwargs["default"] = None
         p.add_argument(*flags, **kwargs)
 
 
 def main(args: argparse.Namespace) -> int:
     from hetsiren.train import PAPER_DEFAULTS, TrainConfig, train
+    from hetsiren.train.runio import read_run_config
 
     values = {f.name: getattr(args, f.name) for f, _ in _config_fields()}
+    for name in _KEPT_ON_RESUME:
+        if values[name] is None:
+            stored = read_run_config(args.output)["config"] if args.resume else {}
+            values[name] = stored.get(name, getattr(TrainConfig, name))
     values["multires"] = tuple(values["multires"])
     if args.paper_defaults:
         values.update(PAPER_DEFAULTS)
