@@ -43,11 +43,9 @@ def _config(dataset, **kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def run(dataset, tmp_path_factory):
-    # The CI-sized run: our defaults except decoupling off (2.7x faster; decoupling has its
-    # own benchmark in docs/benchmarks.md).
+    # The CI-sized run, with our defaults.
     run_dir = tmp_path_factory.mktemp("runs") / "main"
-    train(_config(dataset, epochs=EPOCHS, pose_decoupling=0.0, ctf_decoupling=0.0), run_dir,
-          progress=False)
+    train(_config(dataset, epochs=EPOCHS), run_dir, progress=False)
     return run_dir
 
 
@@ -99,7 +97,7 @@ def test_encode_reproduces_latent(run, dataset):
 
 
 def test_resume_matches_uninterrupted(dataset, tmp_path):
-    cfg = _config(dataset, epochs=2, pose_decoupling=0.0, ctf_decoupling=0.0)
+    cfg = _config(dataset, epochs=2)
     full = tmp_path / "full"
     train(cfg, full, progress=False)
     part = tmp_path / "part"
@@ -114,8 +112,7 @@ def test_voxels_outside_focus_mask_never_change(dataset, tmp_path):
     mask = np.zeros((BOX, BOX, BOX), dtype=np.float32)
     mask[8:24, 8:24, 16:28] = 1.0
     write_map(tmp_path / "mask.mrc", mask, 5.0)
-    cfg = _config(dataset, epochs=1, ref=str(ref), mask=str(tmp_path / "mask.mrc"),
-                  pose_decoupling=0.0, ctf_decoupling=0.0)
+    cfg = _config(dataset, epochs=1, ref=str(ref), mask=str(tmp_path / "mask.mrc"))
     train(cfg, tmp_path / "focus", progress=False)
     _, _, model, dev = load_run(tmp_path / "focus", "cpu")
     maps = decode_latent(model, np.random.default_rng(0).normal(size=(3, 4)) * 5, dev)
@@ -124,6 +121,15 @@ def test_voxels_outside_focus_mask_never_change(dataset, tmp_path):
     np.testing.assert_array_equal(maps[:, outside], np.broadcast_to(v0[outside],
                                                                    (3, int(outside.sum()))))
     assert not np.allclose(maps[:, ~outside], v0[~outside])
+
+
+def test_decoupling_passes_run_and_are_logged(dataset, tmp_path):
+    cfg = _config(dataset, epochs=1, pose_decoupling=0.1, ctf_decoupling=0.1)
+    train(cfg, tmp_path / "dec", progress=False)
+    entry = _log(tmp_path / "dec")[0]
+    assert entry["pose_decoupling"] > 0 and entry["ctf_decoupling"] > 0
+    _, _, model, _ = load_run(tmp_path / "dec", "cpu")
+    assert model.net.encoder_clean is not None and model.net.encoder_ctf is not None
 
 
 def test_training_without_poses_is_a_clear_error(tmp_path, dataset):
@@ -142,7 +148,7 @@ def test_training_without_poses_is_a_clear_error(tmp_path, dataset):
 def test_nan_guard_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
     from hetsiren.train import trainer
 
-    cfg = _config(dataset, epochs=1, pose_decoupling=0.0, ctf_decoupling=0.0)
+    cfg = _config(dataset, epochs=1)
     train(cfg, tmp_path / "r", progress=False)
     before = torch.load(tmp_path / "r" / "model.pt", weights_only=True)["epoch"]
     original = trainer.L.l1_loss
