@@ -89,8 +89,8 @@ class TrainConfig:
     multires: tuple[int, ...] = (1, 2)  # paper: full (R) and half (2R) resolution suffice
     """Downsampling factors of the multiresolution loss (Eq. 10)."""
     pose_decoupling: float = 0.0  # paper: optional (Suppl. Fig. 6), no value; original code 1
-    """λp, pose disentanglement (Eq. 3); 0 (default) turns it off. Costs 2.7x the time per
-    image; on our benchmarks it did not lower pose leakage and slowed learning (docs)."""
+    """λp, pose disentanglement (Eq. 3); 0 (default) turns it off. Costs up to 2.7x the time
+    per image; on our benchmarks it changed neither leakage nor landscapes measurably (docs)."""
     ctf_decoupling: float = 0.0  # paper: optional (Suppl. Fig. 6), no value; original code 1
     """λc, CTF disentanglement (Eq. 4); 0 (default) turns it off; e.g. 0.1 to use it."""
 
