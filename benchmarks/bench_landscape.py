@@ -50,7 +50,7 @@ def _row(name: str, kind: str, metrics: dict, seconds: float) -> str:
         return "–" if value is None else f"{value:.3f}"
 
     landscape = (f"ARI {f('ari_kmeans')}, kNN acc {f('knn_accuracy')}" if kind == "discrete"
-                 else f"|ρ| PC1 {f('spearman_pc1')}, kNN R² {f('knn_r2_coordinate')}")
+                 else f"abs(ρ) PC1 {f('spearman_pc1')}, kNN R² {f('knn_r2_coordinate')}")
     maps = metrics.get("maps") or []
     auc = sum(m["auc"] for m in maps) / len(maps) if maps else float("nan")
     res = min((m["resolution_0.5_A"] for m in maps), default=float("nan"))
