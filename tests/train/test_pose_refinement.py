@@ -40,7 +40,7 @@ def _refinement_errors(tmp_path, n: int, epochs: int) -> tuple[float, float]:
                shifts_A=particles.shifts_A)
     cfg = TrainConfig(particles=str(data / "perturbed.star"), ref=str(data / "truth_maps" /
                       "state_00.mrc"), refine_pose=True, zdim=2, epochs=epochs,
-                      device="cpu", seed=0)
+                      pose_decoupling=0.0, ctf_decoupling=0.0, device="cpu", seed=0)
     train(cfg, tmp_path / "run", progress=False)
     refined = read_particles(tmp_path / "run" / POSES)
     before = _angle_deg(turn @ particles.rotations, particles.rotations).mean()

@@ -37,13 +37,14 @@ def dataset(tmp_path_factory):
 
 def _config(dataset, **kw) -> TrainConfig:
     base = TrainConfig(particles=str(dataset / "particles.star"), zdim=4, seed=1, device="cpu",
-                       ref="auto")
+                       ref="auto", pose_decoupling=0.0, ctf_decoupling=0.0)
     return replace(base, **kw)
 
 
 @pytest.fixture(scope="module")
 def run(dataset, tmp_path_factory):
-    # The CI-sized run, with our defaults.
+    # The CI-sized run: our defaults but decoupling off (2.7x faster; at SNR 2 and zdim 4 the
+    # landscape shows no leakage to remove, and decoupling has its own test and benchmark).
     run_dir = tmp_path_factory.mktemp("runs") / "main"
     train(_config(dataset, epochs=EPOCHS), run_dir, progress=False)
     return run_dir

@@ -88,11 +88,12 @@ class TrainConfig:
     """λ5, Eq. 12 statistics of V inside the focus mask vs the reference (needs --ref, --mask)."""
     multires: tuple[int, ...] = (1, 2)  # paper: full (R) and half (2R) resolution suffice
     """Downsampling factors of the multiresolution loss (Eq. 10)."""
-    pose_decoupling: float = 0.0  # paper: optional (Suppl. Fig. 6), no value; original code 1
-    """λp, pose disentanglement (Eq. 3); 0 (default) turns it off. Costs up to 2.7x the time
-    per image; on our benchmarks it changed neither leakage nor landscapes measurably (docs)."""
-    ctf_decoupling: float = 0.0  # paper: optional (Suppl. Fig. 6), no value; original code 1
-    """λc, CTF disentanglement (Eq. 4); 0 (default) turns it off; e.g. 0.1 to use it."""
+    pose_decoupling: float = 1.0  # paper Eq. 3 gives no value; original code 1
+    """λp, pose disentanglement (Eq. 3); 0 turns it off (up to 2.7x faster per image, fine
+    when the landscape shows no pose/defocus leakage; see docs/benchmarks.md)."""
+    ctf_decoupling: float = 1.0  # paper Eq. 4 gives no value; original code 1
+    """λc, CTF disentanglement (Eq. 4); 0 turns it off. Without it, a 10-D latent of a
+    high-SNR dataset encoded defocus instead of the conformation (docs/benchmarks.md)."""
 
     # --- optimisation ----------------------------------------------------------------------
     epochs: int = 30
