@@ -8,6 +8,7 @@ config so that ``encode`` treats new particles identically.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Iterator
@@ -70,6 +71,7 @@ class Batch:
     voltage_kv, cs_mm, amplitude_contrast, phase_shift_rad, bfactor_A2."""
 
 
+@functools.lru_cache(maxsize=4)
 def _background_mask(box: int) -> torch.Tensor:
     radius = grid_coordinates(box, ndim=2).norm(dim=-1)
     return radius > _BACKGROUND_RADIUS_FRACTION * (box / 2)
