@@ -18,6 +18,7 @@ Metrics (all computed on the full latent z, not on a 2D embedding):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +108,17 @@ def _fsc_summary(decoded: np.ndarray, true: np.ndarray, pixel_size_A: float) -> 
     }
 
 
-def evaluate_maps(run_dir: str | Path, z: np.ndarray, truth: dict[str, np.ndarray],
-                  meta: dict[str, Any], truth_dir: Path, device: str = "auto"
-                  ) -> list[dict[str, Any]]:
-    """FSC of decoded maps against each true map (at the training box and pixel size)."""
-    _, prep, model, dev = load_run(run_dir, device)
+def evaluate_maps(decode: Callable[[np.ndarray], np.ndarray], z: np.ndarray,
+                  truth: dict[str, np.ndarray], meta: dict[str, Any], truth_dir: Path,
+                  pixel_size_A: float, box: int) -> list[dict[str, Any]]:
+    """FSC of decoded maps against each true map, at ``box`` px of ``pixel_size_A``.
+
+    ``decode`` maps one latent point ``(zdim,)`` to a ``(box, box, box)`` map; it may be any
+    method's decoder (``benchmarks/bench_cryodrgn.py`` passes cryoDRGN's), so that every method
+    is measured by the same code.
+    """
     state, coordinate = truth["state"], truth["coordinate"]
-    points, members = [], []
+    members = []
     if np.all(state >= 0):
         for k in range(len(meta["truth_maps"])):
             members.append(state == k)
@@ -124,11 +129,12 @@ def evaluate_maps(run_dir: str | Path, z: np.ndarray, truth: dict[str, np.ndarra
     for i, (sel, rel_path) in enumerate(zip(members, meta["truth_maps"], strict=True)):
         if not sel.any():
             continue
-        points.append(z[sel].mean(0))
         true, voxel_A = read_map(truth_dir / rel_path)
-        true_t = resample_map(torch.from_numpy(true), voxel_A, prep.pixel_size_A, prep.box)
-        decoded = decode_latent(model, z[sel].mean(0, keepdims=True), dev)[0]
-        summary = _fsc_summary(decoded, true_t.numpy(), prep.pixel_size_A)
+        true_t = resample_map(torch.from_numpy(true), voxel_A, pixel_size_A, box)
+        decoded = decode(z[sel].mean(0))
+        if decoded.shape != (box,) * 3:
+            raise ValueError(f"decoded map is {decoded.shape}, expected {(box,) * 3}")
+        summary = _fsc_summary(np.asarray(decoded, np.float32), true_t.numpy(), pixel_size_A)
         results.append({"truth_map": rel_path, "index": i, "n_particles": int(sel.sum()),
                         **summary})
     return results
@@ -146,7 +152,9 @@ def evaluate_run(run_dir: str | Path, truth_dir: str | Path, maps: bool = True,
     report: dict[str, Any] = {"run": str(run_dir), "truth": str(truth_dir),
                               "kind": meta.get("kind"), **evaluate_latent(z, truth)}
     if maps:
-        per_map = evaluate_maps(run_dir, z, truth, meta, truth_dir, device)
+        _, prep, model, dev = load_run(run_dir, device)
+        per_map = evaluate_maps(lambda point: decode_latent(model, point[None], dev)[0], z,
+                                truth, meta, truth_dir, prep.pixel_size_A, prep.box)
         report["maps"] = per_map
         if per_map:
             report["map_fsc_auc_mean"] = float(np.mean([m["auc"] for m in per_map]))
