@@ -26,17 +26,16 @@ control's minimum is not at least 0.1 below the main run's.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from cryodrgn_env import ensure_cryodrgn, run
 from hetsiren.io.mrc import read_map
 from hetsiren.physics import fsc, resolution_at
 
-TORCH_PIN = "torch==2.13.0"
 FSC_PASS = 0.5
 CONTROL_MARGIN = 0.1
 NYQUIST_FRACTION = 0.8
@@ -46,32 +45,6 @@ CONTROL_POSES = ("import pickle, sys; rot, trans = pickle.load(open(sys.argv[1],
                  "pickle.dump((rot, -trans), open(sys.argv[3], 'wb'))")
 CONTROL_CTF = ("import pickle, sys; ctf = pickle.load(open(sys.argv[1], 'rb')); ctf[:, 4] *= -1; "
                "pickle.dump(ctf, open(sys.argv[2], 'wb'))")
-
-
-def run(cmd: list[str | Path]) -> None:
-    """Run a command, echoing it; its output is shown only when it fails."""
-    print("$", " ".join(str(c) for c in cmd), flush=True)
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"command failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-
-
-def ensure_cryodrgn(venv: Path) -> str:
-    """cryoDRGN's version in ``venv``, installing torch (pinned) and cryoDRGN there if missing."""
-    python = venv / "bin" / "python"
-    probe = [python, "-c", "import cryodrgn; print(cryodrgn.__version__)"]
-    if not (venv / "bin" / "cryodrgn").exists():
-        print(f"no cryoDRGN in {venv}: creating the venv and installing {TORCH_PIN}, then "
-              "cryodrgn (several minutes)", flush=True)
-        if not python.exists():
-            run([sys.executable, "-m", "venv", venv])
-        run([python, "-m", "pip", "install", TORCH_PIN])
-        run([python, "-m", "pip", "install", "cryodrgn"])
-    proc = subprocess.run([str(c) for c in probe], capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"cryoDRGN in {venv} does not import:\n{proc.stderr}\nremove the folder and "
-                 f"rerun, or install it by hand: pip install {TORCH_PIN} && pip install cryodrgn")
-    return proc.stdout.strip()
 
 
 def simulate(out: Path, n: int, snr: float, seed: int, box: int, astigmatism: float) -> Path:
