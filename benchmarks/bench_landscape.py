@@ -1,100 +1,398 @@
-"""Landscape quality of training variants on simulated data with known truth.
+"""Landscape and map quality of training variants on simulated data with known truth.
 
-Reproduces, in spirit and at CPU scale, the paper's validation experiments: defaults (ours vs
-the paper's), decoupling on/off (Eqs. 3-4, Supplementary Fig. 6), SIREN vs ReLU decoder
-(Supplementary Fig. 10), denoising losses on/off (Eqs. 7-9). Each row: the metrics of
-``hetsiren evaluate`` and the wall time. Writes a Markdown table (and prints it).
+Reproduces, in spirit and at CPU scale, the paper's validation experiments, each over several
+training seeds (one run says little: the same configuration scatters by tenths of ARI):
 
-    .venv/bin/python benchmarks/bench_landscape.py -o docs/landscape_table.md
-    .venv/bin/python benchmarks/bench_landscape.py --n 2000 --epochs 30 --only ours,paper
+- decoupling: pose/CTF decoupling (Eqs. 3-4) off vs on, on a continuous motion and on two
+  discrete states (Supplementary Fig. 6);
+- denoising: the L1 / negativity / TV losses (Eqs. 7-9) on vs off at three noise levels
+  (Supplementary Fig. 11);
+- decoder: SIREN vs ReLU hidden layers (Supplementary Fig. 10);
+- focus: the Eq. 12 statistics loss on vs off in a focused run (mask on the moving arm;
+  Supplementary Fig. 12);
+- defaults: ours vs the paper's ω0 = 30 and optimiser (lr 1e-5, batch 8, constant).
 
-Datasets: the built-in two-domain phantom at box 32, 5 Å/px, CTF (defocus 1-2.5 µm), SNR 1:
-three discrete states (equal populations), and a continuous arm swing.
+Every run is scored by ``hetsiren.analysis.evaluate`` (what ``hetsiren evaluate`` prints) and
+timed. Results go to ``OUT/results.jsonl`` one run per line, so an interrupted benchmark
+resumes where it stopped and runs shared by experiments are trained once. ``--report`` then
+writes a Markdown table (mean ± sd over seeds) and the plots.
+
+    .venv/bin/python benchmarks/bench_landscape.py -o /tmp/landscape --threads 1
+    .venv/bin/python benchmarks/bench_landscape.py -o /tmp/landscape --report docs
+    .venv/bin/python benchmarks/bench_landscape.py -o /tmp/ls --only decoder --seeds 1,2,3,4,5
+
+Data: the built-in two-domain phantom (a body and a hinged arm) at box 32, 5 Å/px, CTF
+(defocus 1-2.5 µm), 1,000 particles: three states (arm closed, open, absent), two states
+(closed, open) or a continuous arm swing. ``--ref auto`` throughout.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import hashlib
+import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hetsiren.analysis.evaluate import evaluate_run
+import numpy as np
+import torch
+
+from hetsiren.analysis.evaluate import evaluate_run, load_truth
+from hetsiren.io import read_map, write_map
 from hetsiren.simulate import SimulationSpec, simulate_phantom
+from hetsiren.simulate.phantoms import discrete_phantom_maps
+from hetsiren.simulate.scenarios import simulate_discrete
 from hetsiren.train import PAPER_DEFAULTS, TrainConfig, train
 from hetsiren.train.config import REF_AUTO
+from hetsiren.train.inference import decode_latent, load_run
+from hetsiren.train.runio import LATENT
 
 BOX = 32
+PIXEL_A = 5.0
+DATA_SEED = 11
+# A voxel belongs to the focus mask when the states' maps differ there by more than this
+# fraction of the largest difference (then dilated by _MASK_DILATE voxels).
+_MASK_LEVEL = 0.1
+_MASK_DILATE = 2
+
+OFF = {"pose_decoupling": 0.0, "ctf_decoupling": 0.0}
+ON = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0}
 NO_DENOISING = {"l1_weight": 0.0, "negativity_weight": 0.0, "tv_l1_weight": 0.0,
                 "tv_l2_weight": 0.0}
-# The ablations change one thing from the "decoupling 0.1" row (our default while this
-# benchmark ran; the default is now decoupling 1, see docs/benchmarks.md).
-D01 = {"pose_decoupling": 0.1, "ctf_decoupling": 0.1}
-VARIANTS = {
-    "decoupling 0.1": D01,
-    "ours (decoupling off)": {"pose_decoupling": 0.0, "ctf_decoupling": 0.0},
-    "decoupling 1 (original code)": {"pose_decoupling": 1.0, "ctf_decoupling": 1.0},
-    "decoupling 0.1, omega0 30 (paper)": {**D01, "omega0": 30.0},
-    "decoupling 0.1, paper optimiser (lr 1e-5, batch 8, omega0 30)": {
-        **D01, **{k: v for k, v in PAPER_DEFAULTS.items() if k != "epochs"}},
-    "decoupling 0.1, ReLU decoder": {**D01, "activation": "relu"},
-    "decoupling 0.1, denoising losses off": {**D01, **NO_DENOISING},
+PAPER_OPTIMISER = {k: v for k, v in PAPER_DEFAULTS.items() if k != "epochs"}
+
+
+@dataclass(frozen=True)
+class Data:
+    kind: str  # "discrete" (3 states), "two-state" or "continuous"
+    snr: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-snr{self.snr:g}"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    title: str
+    data: tuple[Data, ...]
+    variants: dict[str, dict]
+    seeds: tuple[int, ...]
+    zdim: int = 4
+    epochs: int = 30
+    focus: bool = False
+    note: str = ""
+    plot: tuple[str, ...] = field(default=("landscape",))
+
+
+EXPERIMENTS = {
+    "decoupling": Experiment(
+        "Pose/CTF decoupling (Eqs. 3-4) off vs on", (Data("continuous", 5), Data("two-state", 5)),
+        {"off": OFF, "on, λ 1 (default)": ON}, seeds=(1, 2, 3), zdim=10, epochs=20,
+        note="SNR 5 and zdim 10 (the paper's), where the encoder can see pose and defocus",
+        plot=("landscape", "leakage_defocus")),
+    "denoising": Experiment(
+        "Denoising losses (Eqs. 7-9) on vs off at three noise levels",
+        (Data("discrete", 10), Data("discrete", 1), Data("discrete", 0.1)),
+        {"losses on (default)": OFF, "losses off": {**OFF, **NO_DENOISING}}, seeds=(1, 2),
+        note="decoupling off in this and the following experiments (time)",
+        plot=("auc", "landscape")),
+    "decoder": Experiment(
+        "SIREN vs ReLU decoder", (Data("discrete", 1),),
+        {"SIREN (default)": OFF, "ReLU": {**OFF, "activation": "relu"}}, seeds=(1, 2, 3),
+        plot=("landscape", "auc")),
+    "focus": Experiment(
+        "Focused run (mask on the arm): Eq. 12 statistics loss on vs off", (Data("discrete", 1),),
+        {"stats loss on, λ5 10 (default)": OFF, "stats loss off": {**OFF,
+                                                                    "focus_stats_weight": 0.0}},
+        seeds=(1, 2), focus=True, plot=("auc", "mask_corr")),
+    "defaults": Experiment(
+        "Our optimiser vs the paper's", (Data("discrete", 1),),
+        {"ours (lr 3e-4 cosine, batch 16, ω0 5)": OFF, "ω0 30 (paper)": {**OFF, "omega0": 30.0},
+         "paper optimiser (lr 1e-5, batch 8, ω0 30)": {**OFF, **PAPER_OPTIMISER}},
+        seeds=(1, 2), plot=("landscape", "auc")),
 }
-CONTINUOUS_VARIANTS = ("decoupling 0.1", "ours (decoupling off)")
 
 
-def _row(name: str, kind: str, metrics: dict, seconds: float) -> str:
-    def f(key: str) -> str:
-        value = metrics.get(key)
-        return "–" if value is None else f"{value:.3f}"
+def make_data(out: Path, data: Data, n: int) -> Path:
+    folder = out / "data" / data.name
+    if (folder / "truth.json").is_file():
+        return folder
+    spec = SimulationSpec(n_particles=n, snr=data.snr, seed=DATA_SEED, pixel_size_A=PIXEL_A,
+                          max_shift_px=1.0)
+    if data.kind == "two-state":
+        maps = discrete_phantom_maps(BOX, PIXEL_A, seed=DATA_SEED)[:2]
+        simulate_discrete(folder, list(maps), spec, map_names=["arm closed", "arm open"],
+                          progress=False)
+    else:
+        simulate_phantom(folder, data.kind, BOX, spec, progress=False)
+    return folder
 
-    landscape = (f"ARI {f('ari_kmeans')}, kNN acc {f('knn_accuracy')}" if kind == "discrete"
-                 else f"abs(ρ) PC1 {f('spearman_pc1')}, kNN R² {f('knn_r2_coordinate')}")
-    maps = metrics.get("maps") or []
-    auc = sum(m["auc"] for m in maps) / len(maps) if maps else float("nan")
-    res = min((m["resolution_0.5_A"] for m in maps), default=float("nan"))
-    return (f"| {kind} | {name} | {landscape} | {f('leakage_knn_r2_viewing')} | "
-            f"{f('leakage_knn_r2_defocus')} | {auc:.3f} | {res:.1f} | {seconds:.0f} |")
+
+def focus_mask(data_dir: Path) -> Path:
+    """Where the true states differ (the arm), dilated: the focused run's mask."""
+    path = data_dir / "focus_mask.mrc"
+    if not path.is_file():
+        _, meta = load_truth(data_dir)
+        maps = np.stack([read_map(data_dir / rel)[0] for rel in meta["truth_maps"]])
+        spread = maps.std(0)
+        mask = torch.from_numpy(spread > _MASK_LEVEL * spread.max()).float()[None, None]
+        mask = torch.nn.functional.max_pool3d(mask, 2 * _MASK_DILATE + 1, 1, _MASK_DILATE)
+        write_map(path, mask[0, 0].numpy(), PIXEL_A)
+    return path
+
+
+def focus_metrics(run: Path, data_dir: Path, mask_path: Path) -> dict[str, float]:
+    """Inside the mask: correlation of decoded and true maps, and their contrast ratio.
+
+    Contrast = std inside the mask / std outside; its ratio decoded/true is 1 when the refined
+    region keeps the value distribution of the rest of the map (what Eq. 12 is for).
+    """
+    truth, meta = load_truth(data_dir)
+    z = np.load(run / LATENT)
+    _, _, model, dev = load_run(run, "cpu")
+    inside = read_map(mask_path)[0] > 0.5
+    corr, contrast = [], []
+    for k, rel in enumerate(meta["truth_maps"]):
+        true = read_map(data_dir / rel)[0]
+        decoded = decode_latent(model, z[truth["state"] == k].mean(0, keepdims=True), dev)[0]
+        corr.append(np.corrcoef(decoded[inside], true[inside])[0, 1])
+        contrast.append((decoded[inside].std() / decoded[~inside].std())
+                        / (true[inside].std() / true[~inside].std()))
+    return {"mask_corr": float(np.mean(corr)), "mask_contrast_ratio": float(np.mean(contrast))}
+
+
+def _settings(out: Path, n: int, epochs: int | None) -> dict:
+    """The work folder's dataset size and epochs override, fixed by its first run."""
+    path = out / "settings.json"
+    wanted = {"n": n, "epochs": epochs}
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored != wanted:
+            raise SystemExit(f"{out} was made with {stored}, not {wanted}: use another folder "
+                             "or the same --n/--epochs")
+        return stored
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted))
+    return wanted
+
+
+def run_key(data: Data, overrides: dict, exp: Experiment, seed: int) -> str:
+    spec = {"data": data.name, "overrides": overrides, "zdim": exp.zdim,
+            "epochs": exp.epochs, "seed": seed, "focus": exp.focus}
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_results(out: Path) -> dict[str, dict]:
+    path = out / "results.jsonl"
+    if not path.is_file():
+        return {}
+    return {r["key"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def run_all(out: Path, chosen: list[str], seeds: tuple[int, ...] | None, n: int) -> None:
+    done = load_results(out)
+    (out / "latents").mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        exp = EXPERIMENTS[name]
+        for data in exp.data:
+            data_dir = make_data(out, data, n)
+            for label, overrides in exp.variants.items():
+                for seed in seeds or exp.seeds:
+                    key = run_key(data, overrides, exp, seed)
+                    if key in done:
+                        continue
+                    cfg = replace(TrainConfig(
+                        particles=str(data_dir / "particles.star"), zdim=exp.zdim,
+                        epochs=exp.epochs, ref=REF_AUTO, device="cpu", seed=seed,
+                        mask=str(focus_mask(data_dir)) if exp.focus else None), **overrides)
+                    run = out / "runs" / key
+                    t0 = time.perf_counter()
+                    train(cfg, run, progress=False)
+                    wall = time.perf_counter() - t0
+                    metrics = evaluate_run(run, data_dir, device="cpu")
+                    if exp.focus:
+                        metrics.update(focus_metrics(run, data_dir, focus_mask(data_dir)))
+                    np.save(out / "latents" / f"{key}.npy", np.load(run / LATENT))
+                    record = {"key": key, "experiment": name, "data": data.name,
+                              "variant": label, "seed": seed, "wall_s": wall, **metrics}
+                    with open(out / "results.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    done[key] = record
+                    print(f"{name} | {data.name} | {label} | seed {seed}: "
+                          f"{_summary(record)} ({wall:.0f} s)", flush=True)
+
+
+# --- report ------------------------------------------------------------------------------
+
+def _value(r: dict, metric: str) -> float:
+    """A named metric of one run (landscape/knn are the discrete or continuous ones)."""
+    discrete = "ari_kmeans" in r
+    key = {"landscape": "ari_kmeans" if discrete else "spearman_pc1",
+           "knn": "knn_accuracy" if discrete else "knn_r2_coordinate",
+           "leakage_view": "leakage_knn_r2_viewing", "leakage_defocus": "leakage_knn_r2_defocus",
+           "auc": "map_fsc_auc_mean"}.get(metric, metric)
+    return float(r.get(key, np.nan))
+
+
+_LABELS = {"landscape": "ARI (discrete) / |ρ| PC1 (continuous)",
+           "knn": "kNN accuracy / kNN R² of the coordinate",
+           "leakage_defocus": "defocus leakage R²", "auc": "map FSC AUC",
+           "mask_corr": "correlation in the mask", "mask_contrast_ratio": "contrast ratio"}
+
+
+def _summary(r: dict) -> str:
+    return ", ".join(f"{m} {_value(r, m):.3f}" for m in ("landscape", "knn", "leakage_view",
+                                                          "leakage_defocus", "auc"))
+
+
+def _cell(values: list[float]) -> str:
+    values = [v for v in values if np.isfinite(v)]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+
+
+def _groups(results: dict[str, dict], name: str, exp: Experiment):
+    for data in exp.data:
+        for label, overrides in exp.variants.items():
+            runs = [results[k] for s in exp.seeds
+                    if (k := run_key(data, overrides, exp, s)) in results]
+            extra = [r for r in results.values() if r["experiment"] == name
+                     and r["data"] == data.name and r["variant"] == label
+                     and r["seed"] not in exp.seeds]
+            yield data, label, runs + extra
+
+
+def report(out: Path, docs: Path) -> None:
+    results = load_results(out)
+    lines = []
+    for name, exp in EXPERIMENTS.items():
+        groups = [g for g in _groups(results, name, exp) if g[2]]
+        if not groups:
+            continue
+        extra = " | mask corr. | mask contrast ratio" if exp.focus else ""
+        lines += [f"### {exp.title}", "",
+                  f"`--only {name}`: zdim {exp.zdim}, {exp.epochs} epochs"
+                  + (f"; {exp.note}" if exp.note else "") + ".", "",
+                  "| data | variant | seeds | ARI / abs(ρ) PC1 | kNN acc / R² | leakage R² view "
+                  f"| leakage R² defocus | map FSC AUC{extra} | wall per run (s) |",
+                  "|---|---|---|---|---|---|---|---|" + ("---|---|" if exp.focus else "") + "---|"]
+        for data, label, runs in groups:
+            cells = [_cell([_value(r, m) for r in runs]) for m in
+                     ("landscape", "knn", "leakage_view", "leakage_defocus", "auc")]
+            if exp.focus:
+                cells += [_cell([_value(r, m) for r in runs])
+                          for m in ("mask_corr", "mask_contrast_ratio")]
+            seeds = ",".join(str(r["seed"]) for r in runs)
+            lines.append(f"| {data.name} | {label} | {seeds} | " + " | ".join(cells)
+                         + f" | {np.mean([r['wall_s'] for r in runs]):.0f} |")
+        lines.append("")
+    (docs / "landscape_table.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    _plot_metrics(results, docs / "bench_landscape.png")
+    _plot_decoupling(results, out, docs / "bench_decoupling_landscapes.png")
+
+
+def _plot_metrics(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(name, exp, metric) for name, exp in EXPERIMENTS.items() for metric in exp.plot
+              if any(r["experiment"] == name for r in results.values())]
+    cols = 4
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax, (name, exp, metric) in zip(axes.flat, panels, strict=False):
+        width = 0.8 / len(exp.variants)
+        for data, label, runs in _groups(results, name, exp):
+            v = list(exp.variants).index(label)
+            x = [d.name for d in exp.data].index(data.name) + (v - (len(exp.variants) - 1) / 2
+                                                               ) * width
+            values = np.array([_value(r, metric) for r in runs])
+            if len(values):
+                jitter = np.linspace(-0.25, 0.25, len(values)) * width if len(values) > 1 else 0
+                ax.scatter(x + jitter, values, color=f"C{v}", s=18, zorder=3)
+                ax.hlines(np.nanmean(values), x - 0.4 * width, x + 0.4 * width, color=f"C{v}",
+                          lw=2, label=label if data == exp.data[0] else None)
+        ax.set_xticks(range(len(exp.data)), [d.name for d in exp.data], fontsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.set_title(f"{name}: {_LABELS.get(metric, metric)}", fontsize=9)
+        ax.legend(fontsize=6)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("bench_landscape.py: one dot per training seed, bar = mean", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_decoupling(results: dict[str, dict], out: Path, path: Path) -> None:
+    """PCA of the continuous latent, decoupling off vs on (first seed), by motion and defocus."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    exp = EXPERIMENTS["decoupling"]
+    data = exp.data[0]
+    truth, _ = load_truth(out / "data" / data.name)
+    defocus = 0.5 * (truth["defocus_u_A"] + truth["defocus_v_A"]) / 1e4
+    shown = [(label, results.get(run_key(data, overrides, exp, exp.seeds[0])))
+             for label, overrides in exp.variants.items()]
+    shown = [(label, r) for label, r in shown if r]
+    if not shown:
+        return
+    fig, axes = plt.subplots(len(shown), 2, figsize=(8, 3.6 * len(shown)), squeeze=False)
+    for (label, r), row in zip(shown, axes, strict=True):
+        pcs = PCA(2).fit_transform(np.load(out / "latents" / f"{r['key']}.npy"))
+        for ax, colour, what in ((row[0], truth["coordinate"], "true motion coordinate"),
+                                 (row[1], defocus, "defocus (µm)")):
+            sc = ax.scatter(pcs[:, 0], pcs[:, 1], c=colour, s=4, cmap="viridis")
+            fig.colorbar(sc, ax=ax, label=what)
+            ax.set_title(f"decoupling {label.split(' (')[0]}: {what.split(' (')[0]}", fontsize=9)
+            ax.set_xlabel("PC1")
+            ax.set_ylabel("PC2")
+    fig.suptitle(f"{data.name}, zdim {exp.zdim}, seed {exp.seeds[0]}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--snr", type=float, default=1.0)
-    p.add_argument("--only", help="comma-separated variant names (default: all)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("-o", "--output", help="also write the table here")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="work folder: data, runs, results.jsonl (reused when it exists)")
+    p.add_argument("--only", help=f"experiments, comma-separated (of {', '.join(EXPERIMENTS)})")
+    p.add_argument("--seeds", help="training seeds, comma-separated (default: per experiment)")
+    p.add_argument("--n", type=int, default=1000, help="particles per dataset (default: 1000)")
+    p.add_argument("--epochs", type=int, help="override every experiment's epochs (smoke tests)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--report", type=Path, metavar="DOCS",
+                   help="write landscape_table.md and the plots here from the results so far")
     args = p.parse_args()
-    chosen = args.only.split(",") if args.only else list(VARIANTS)
-    header = ("| data | variant | landscape | leakage R² view | leakage R² defocus | "
-              "map FSC AUC | best map res. 0.5 (Å) | wall (s) |\n|---|---|---|---|---|---|---|---|")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("discrete", "continuous"):
-            data = Path(tmp) / kind
-            simulate_phantom(data, kind, BOX, SimulationSpec(
-                n_particles=args.n, snr=args.snr, seed=11, pixel_size_A=5.0, max_shift_px=1.0),
-                progress=False)
-            names = chosen if kind == "discrete" else [v for v in chosen
-                                                       if v in CONTINUOUS_VARIANTS]
-            for name in names:
-                cfg = replace(TrainConfig(particles=str(data / "particles.star"), zdim=4,
-                                          epochs=args.epochs, ref=REF_AUTO, device=args.device,
-                                          seed=1), **VARIANTS[name])
-                run = Path(tmp) / f"{kind}-{len(rows)}"
-                t0 = time.perf_counter()
-                train(cfg, run, progress=False)
-                seconds = time.perf_counter() - t0
-                rows.append(_row(name, kind, evaluate_run(run, data, device=args.device),
-                                 seconds))
-                print(rows[-1], flush=True)
-    table = (f"{args.n} particles, box {BOX}, SNR {args.snr}, {args.epochs} epochs, zdim 4, "
-             f"--ref auto, seed 1; CPU.\n\n{header}\n" + "\n".join(rows) + "\n")
-    print("\n" + table)
-    if args.output:
-        Path(args.output).write_text(table)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    chosen = args.only.split(",") if args.only else list(EXPERIMENTS)
+    unknown = set(chosen) - set(EXPERIMENTS)
+    if unknown:
+        p.error(f"unknown experiment(s) {', '.join(sorted(unknown))}")
+    settings = _settings(args.output, args.n, args.epochs)
+    if settings["epochs"]:
+        for name, exp in EXPERIMENTS.items():
+            EXPERIMENTS[name] = replace(exp, epochs=settings["epochs"])
+    if args.report:
+        report(args.output, args.report)
+        return
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    run_all(args.output, chosen, seeds, settings["n"])
 
 
 if __name__ == "__main__":
