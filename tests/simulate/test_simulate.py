@@ -115,3 +115,27 @@ def test_pdb_models_become_centred_density(tmp_path):
     com_x = (maps[0].sum((0, 1)) * ax).sum() / weights
     assert abs(com_x) < 0.5  # centred on the first model's centre of mass
     assert not np.allclose(maps[0], maps[1])  # the third atom moved
+
+
+def test_poses_drawn_from_a_real_cryosparc_file(tmp_path, formats_dir):
+    source = formats_dir / "cryosparc_P12_J24_001_particles.cs"
+    pool = read_particles(source).rotations  # 2019 poses from cryoSPARC's alignments3D/pose
+    spec = SimulationSpec(n_particles=300, seed=4, pixel_size_A=4.0, poses_from=str(source))
+    out = simulate_discrete(tmp_path / "d", [_blob(0)], spec)
+    truth = np.load(out / "truth.npz")
+    # Every simulated pose is one of the file's (distance to the nearest matrix ~0) ...
+    dist = np.linalg.norm(truth["rotations"][:, None] - pool[None], axis=(-1, -2)).min(1)
+    assert dist.max() < 1e-6
+    # ... drawn without replacement while the file has enough, and written as simulated.
+    assert len(np.unique(truth["rotations"].round(6), axis=0)) == 300
+    np.testing.assert_allclose(read_particles(out / "particles.star").rotations,
+                               truth["rotations"], atol=1e-6)
+    assert json.loads((out / "truth.json").read_text())["spec"]["poses_from"] == str(source)
+
+
+@pytest.mark.parametrize("name", ["relion31.mrcs", "missing.star"])
+def test_poses_from_a_file_without_poses_writes_nothing(tmp_path, formats_dir, name):
+    spec = SimulationSpec(n_particles=10, pixel_size_A=4.0, poses_from=str(formats_dir / name))
+    with pytest.raises(UserInputError, match=name):
+        simulate_discrete(tmp_path / "out", [_blob(0)], spec)
+    assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,8 @@
 """Simulate a particle dataset with ground truth (discrete, continuous or from atomic models).
 
-Uniformly random poses, random shifts, a CTF with a defocus range and astigmatism, Gaussian
-noise at --snr (signal variance over noise variance). Written as a RELION 3.1 STAR + MRCS
+Uniformly random poses (or drawn from a real dataset's with --poses-from, keeping its preferred
+orientations), random shifts, a CTF with a defocus range and astigmatism, Gaussian noise at
+--snr (signal variance over noise variance). Written as a RELION 3.1 STAR + MRCS
 stack, with the truth in DIR/truth.npz (per-particle state or path coordinate, poses, shifts,
 defocus), DIR/truth.json (parameters) and DIR/truth_maps/. Without --map/--pdb the built-in
 two-domain phantom is used. Seeded and reproducible.
@@ -11,12 +12,14 @@ examples:
   hetsiren simulate -o sim --phantom continuous --n 5000 --box 64
   hetsiren simulate -o sim --map closed.mrc --map open.mrc --populations 0.95,0.05
   hetsiren simulate -o sim --path --map a.mrc --map b.mrc --map c.mrc
+  hetsiren simulate -o sim --map state.mrc --poses-from run_data.star   # real angular spread
   hetsiren simulate -o sim --pdb traj.pdb --box 96 --pixel-size 1.5 --resolution 6 --path
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from hetsiren.errors import UserInputError
 
@@ -61,6 +64,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     acq.add_argument("--amplitude-contrast", type=float, default=0.1, help="(default: 0.1)")
     acq.add_argument("--max-shift", type=float, default=3.0, help="px (default: 3)")
     acq.add_argument("--no-ctf", action="store_true", help="no CTF (projections + noise)")
+    acq.add_argument("--poses-from", metavar="PARTICLES",
+                     help="draw the poses from this STAR/.cs file's (its preferred "
+                          "orientations) instead of uniformly")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -97,7 +103,8 @@ def main(args: argparse.Namespace) -> int:
         defocus_min_A=args.defocus[0], defocus_max_A=args.defocus[1],
         astigmatism_max_A=args.astigmatism, voltage_kv=args.voltage, cs_mm=args.cs,
         amplitude_contrast=args.amplitude_contrast, max_shift_px=args.max_shift,
-        ctf=not args.no_ctf)
+        ctf=not args.no_ctf,
+        poses_from=str(Path(args.poses_from).resolve()) if args.poses_from else None)
     if maps and args.path:
         out = simulate_path(args.output, maps, spec, map_names=names)
     elif maps:

@@ -8,7 +8,7 @@ with only our columns changed.
 
 from hetsiren.io.atomic import atomic_path
 from hetsiren.io.cryosparc import write_cs
-from hetsiren.io.formats import describe_particles, read_particles
+from hetsiren.io.formats import describe_particles, read_particles, read_rotations
 from hetsiren.io.mrc import MrcImageSource, MrcStackWriter, read_map, write_map
 from hetsiren.io.particles import CTFParams, ImageSource, ParticleSet
 from hetsiren.io.star import write_new_star, write_star
@@ -23,6 +23,7 @@ __all__ = [
     "describe_particles",
     "read_map",
     "read_particles",
+    "read_rotations",
     "write_cs",
     "write_map",
     "write_new_star",

@@ -78,6 +78,18 @@ def read_particles(path: str | Path, datadir: str | Path | None = None,
     return particles
 
 
+def read_rotations(path: str | Path) -> np.ndarray:
+    """``(N, 3, 3)`` RELION rotation matrices of a particle file; no image or pixel size needed.
+
+    Raises :class:`UserInputError` when the file holds no poses.
+    """
+    rotations = _read(path, None, None, False, None).rotations
+    if rotations is None:
+        raise UserInputError(f"{path}: no poses (rlnAngleRot/Tilt/Psi or alignments3D/pose) "
+                             "in this file")
+    return rotations
+
+
 def stack_refs_of(particles: ParticleSet) -> tuple[list[str], np.ndarray]:
     """``N`` stack paths (resolved when the stack exists) and ``(N,)`` 0-based indices."""
     src = particles.images

@@ -1,10 +1,11 @@
 """Simulated particle datasets with ground truth (discrete, compositional and continuous).
 
-Each particle: a state (a map, or a point on a path between maps), a uniformly random pose, a
-random shift, a CTF with a defocus range and astigmatism, projected with the *reference*
-projector (not the one the model trains with), CTF applied, Gaussian noise at a given SNR
-(variance of the CTF-corrupted projections over the noise variance). Written as a RELION 3.1
-STAR + MRCS stack plus the ground truth:
+Each particle: a state (a map, or a point on a path between maps), a uniformly random pose (or
+one drawn from a real dataset's poses, keeping its preferred orientations), a random shift, a
+CTF with a defocus range and astigmatism, projected with the *reference* projector (not the one
+the model trains with), CTF applied, Gaussian noise at a given SNR (variance of the
+CTF-corrupted projections over the noise variance). Written as a RELION 3.1 STAR + MRCS stack
+plus the ground truth:
 
     DIR/particles.star, DIR/particles.mrcs
     DIR/truth.npz      state (N,) int (-1 on a continuous path), coordinate (N,) float in [0, 1]
@@ -30,7 +31,7 @@ from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
 from hetsiren.errors import UserInputError
-from hetsiren.io import MrcStackWriter, write_map, write_new_star
+from hetsiren.io import MrcStackWriter, read_rotations, write_map, write_new_star
 from hetsiren.io.particles import CTFParams
 from hetsiren.physics import apply_ctf, compute_ctf, project_volume_reference
 
@@ -57,6 +58,8 @@ class SimulationSpec:
     amplitude_contrast: float = 0.1
     max_shift_px: float = 3.0
     ctf: bool = True
+    poses_from: str | None = None
+    """A particle file (STAR/.cs) whose rotations are drawn from instead of uniform ones."""
 
     def validate(self) -> None:
         if self.n_particles < 1:
@@ -79,6 +82,14 @@ def _random_ctf(rng: np.random.Generator, spec: SimulationSpec, n: int) -> CTFPa
         voltage_kv=full * spec.voltage_kv, cs_mm=full * spec.cs_mm,
         amplitude_contrast=full * spec.amplitude_contrast,
         phase_shift_rad=np.zeros(n), bfactor_A2=np.zeros(n))
+
+
+def _draw_rotations(rng: np.random.Generator, spec: SimulationSpec, n: int) -> np.ndarray:
+    """Uniform on SO(3), or resampled from the poses of ``spec.poses_from``."""
+    if spec.poses_from is None:
+        return Rotation.random(n, random_state=rng).as_matrix()
+    pool = read_rotations(spec.poses_from)
+    return pool[rng.choice(len(pool), n, replace=len(pool) < n)].astype(np.float64)
 
 
 def _clean_images(volume: np.ndarray, rotations: np.ndarray, shifts_px: np.ndarray,
@@ -122,7 +133,7 @@ def simulate_dataset(
         raise UserInputError(f"{out_dir} exists and is not empty; choose a new -o")
     rng = np.random.default_rng(spec.seed)
     n = spec.n_particles
-    rotations = Rotation.random(n, random_state=rng).as_matrix()
+    rotations = _draw_rotations(rng, spec, n)
     shifts_px = rng.uniform(-spec.max_shift_px, spec.max_shift_px, (n, 2))
     ctf = _random_ctf(rng, spec, n) if spec.ctf else None
     box = volume_for(0).shape[-1]
