@@ -9,8 +9,11 @@ shared:
 - cryoDRGN: ``parse_pose_star`` + ``parse_ctf_star`` + ``train_vae`` (its default 3×1024
   encoder and decoder, default data inversion, which is right for RELION particles).
 
-Each training runs as its own process, with the same number of CPU threads
-(``OMP_NUM_THREADS``), timed by wall clock; peak memory is that process's ``ru_maxrss``. Then
+Each training runs as its own process on the CPU (CUDA hidden from both), with the same number
+of threads (``OMP_NUM_THREADS``), timed by wall clock (hetsiren's includes its ``--ref auto``
+reconstruction); peak memory is that process's ``ru_maxrss``. Both write their latent and
+weights once, at the end (cryoDRGN's ``--checkpoint`` set to the number of epochs; its default
+re-encodes every particle each epoch, which would count against it). Then
 both are measured by the same code (``hetsiren.analysis.evaluate``): landscape metrics on the
 full latent (z.pkl for cryoDRGN, its posterior means) and the FSC of maps decoded at each
 state's mean latent (``cryodrgn eval_vol`` for cryoDRGN) against the true maps.
@@ -69,7 +72,7 @@ def train_cryodrgn(data: Path, work: Path, venv: Path, args: argparse.Namespace,
     cost = run_measured([cryodrgn, "train_vae", star, "--datadir", data, "--poses",
                          work / "pose.pkl", "--ctf", work / "ctf.pkl", "--zdim", args.zdim,
                          "-n", args.epochs, "--seed", args.train_seed, "--no-analysis",
-                         "-o", out], work / "train.log", env)
+                         "--checkpoint", args.epochs, "-o", out], work / "train.log", env)
     with open(out / "z.pkl", "rb") as f:
         z = np.asarray(pickle.load(f), dtype=np.float64)
     truth, meta = load_truth(data)
@@ -82,6 +85,8 @@ def train_cryodrgn(data: Path, work: Path, venv: Path, args: argparse.Namespace,
             return read_map(vol)[0]
 
     maps = evaluate_maps(decode, z, truth, meta, data, PIXEL_A, BOX)
+    if not maps:
+        sys.exit(f"{data}: no state has particles to decode a map at")
     return {"wall_s": cost.wall_s, "peak_rss_gb": cost.peak_rss_gb,
             **evaluate_latent(z, truth), "maps": maps,
             "map_fsc_auc_mean": float(np.mean([m["auc"] for m in maps]))}
@@ -123,7 +128,7 @@ def main() -> None:
     venv = args.cryodrgn_venv.resolve()
     version = ensure_cryodrgn(venv)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
-           "MKL_NUM_THREADS": str(args.threads)}
+           "MKL_NUM_THREADS": str(args.threads), "CUDA_VISIBLE_DEVICES": ""}
     header = ("| data | tool | landscape | leakage R² view | leakage R² defocus | "
               "map FSC AUC | best map res. 0.5 (Å) | training wall | peak RSS |\n"
               "|---|---|---|---|---|---|---|---|---|")

@@ -31,9 +31,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -65,12 +67,17 @@ PAPER_OPTIMISER = {k: v for k, v in PAPER_DEFAULTS.items() if k != "epochs"}
 
 @dataclass(frozen=True)
 class Data:
-    kind: str  # "discrete" (3 states), "two-state" or "continuous"
+    kind: Literal["discrete", "two-state", "continuous"]  # discrete = three states
     snr: float
 
     @property
     def name(self) -> str:
         return f"{self.kind}-snr{self.snr:g}"
+
+    def spec(self, n: int) -> dict:
+        """Everything that defines the dataset (part of every run's key)."""
+        return {"kind": self.kind, "snr": self.snr, "n": n, "seed": DATA_SEED, "box": BOX,
+                "pixel_A": PIXEL_A}
 
 
 @dataclass(frozen=True)
@@ -115,8 +122,16 @@ EXPERIMENTS = {
 }
 
 
+def _digest(obj: object) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def data_dir(out: Path, data: Data, n: int) -> Path:
+    return out / "data" / f"{data.name}-{_digest(data.spec(n))[:8]}"
+
+
 def make_data(out: Path, data: Data, n: int) -> Path:
-    folder = out / "data" / data.name
+    folder = data_dir(out, data, n)
     if (folder / "truth.json").is_file():
         return folder
     spec = SimulationSpec(n_particles=n, snr=data.snr, seed=DATA_SEED, pixel_size_A=PIXEL_A,
@@ -178,10 +193,21 @@ def _settings(out: Path, n: int, epochs: int | None) -> dict:
     return wanted
 
 
-def run_key(data: Data, overrides: dict, exp: Experiment, seed: int) -> str:
-    spec = {"data": data.name, "overrides": overrides, "zdim": exp.zdim,
-            "epochs": exp.epochs, "seed": seed, "focus": exp.focus}
-    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+def make_config(exp: Experiment, overrides: dict, seed: int, folder: Path | None = None
+                ) -> TrainConfig:
+    """The training configuration of one run (``folder``: its dataset, None for the key)."""
+    return replace(TrainConfig(
+        particles=str(folder / "particles.star") if folder else "", zdim=exp.zdim,
+        epochs=exp.epochs, ref=REF_AUTO, device="cpu", seed=seed,
+        mask=str(focus_mask(folder)) if folder and exp.focus else None), **overrides)
+
+
+def run_key(data: Data, overrides: dict, exp: Experiment, seed: int, n: int) -> str:
+    """Hash of everything that defines a run: the resolved configuration and the dataset."""
+    config = {k: v for k, v in make_config(exp, overrides, seed).to_dict().items()
+              if k not in ("particles", "mask", "device")}
+    mask = {"level": _MASK_LEVEL, "dilate": _MASK_DILATE} if exp.focus else None
+    return _digest({"config": config, "data": data.spec(n), "mask": mask})
 
 
 def load_results(out: Path) -> dict[str, dict]:
@@ -197,23 +223,20 @@ def run_all(out: Path, chosen: list[str], seeds: tuple[int, ...] | None, n: int)
     for name in chosen:
         exp = EXPERIMENTS[name]
         for data in exp.data:
-            data_dir = make_data(out, data, n)
+            folder = make_data(out, data, n)
             for label, overrides in exp.variants.items():
                 for seed in seeds or exp.seeds:
-                    key = run_key(data, overrides, exp, seed)
+                    key = run_key(data, overrides, exp, seed, n)
                     if key in done:
                         continue
-                    cfg = replace(TrainConfig(
-                        particles=str(data_dir / "particles.star"), zdim=exp.zdim,
-                        epochs=exp.epochs, ref=REF_AUTO, device="cpu", seed=seed,
-                        mask=str(focus_mask(data_dir)) if exp.focus else None), **overrides)
                     run = out / "runs" / key
+                    shutil.rmtree(run, ignore_errors=True)  # an interrupted run starts over
                     t0 = time.perf_counter()
-                    train(cfg, run, progress=False)
+                    train(make_config(exp, overrides, seed, folder), run, progress=False)
                     wall = time.perf_counter() - t0
-                    metrics = evaluate_run(run, data_dir, device="cpu")
+                    metrics = evaluate_run(run, folder, device="cpu")
                     if exp.focus:
-                        metrics.update(focus_metrics(run, data_dir, focus_mask(data_dir)))
+                        metrics.update(focus_metrics(run, folder, focus_mask(folder)))
                     np.save(out / "latents" / f"{key}.npy", np.load(run / LATENT))
                     record = {"key": key, "experiment": name, "data": data.name,
                               "variant": label, "seed": seed, "wall_s": wall, **metrics}
@@ -256,22 +279,21 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
 
 
-def _groups(results: dict[str, dict], name: str, exp: Experiment):
+def _groups(results: dict[str, dict], exp: Experiment, n: int):
+    """``(data, variant label, runs)``: every stored run of that configuration, any seed."""
     for data in exp.data:
         for label, overrides in exp.variants.items():
-            runs = [results[k] for s in exp.seeds
-                    if (k := run_key(data, overrides, exp, s)) in results]
-            extra = [r for r in results.values() if r["experiment"] == name
-                     and r["data"] == data.name and r["variant"] == label
-                     and r["seed"] not in exp.seeds]
-            yield data, label, runs + extra
+            runs = sorted((r for r in results.values()
+                           if r["key"] == run_key(data, overrides, exp, r["seed"], n)),
+                          key=lambda r: r["seed"])
+            yield data, label, runs
 
 
-def report(out: Path, docs: Path) -> None:
+def report(out: Path, docs: Path, n: int) -> None:
     results = load_results(out)
     lines = []
     for name, exp in EXPERIMENTS.items():
-        groups = [g for g in _groups(results, name, exp) if g[2]]
+        groups = [g for g in _groups(results, exp, n) if g[2]]
         if not groups:
             continue
         extra = " | mask corr. | mask contrast ratio" if exp.focus else ""
@@ -293,24 +315,24 @@ def report(out: Path, docs: Path) -> None:
         lines.append("")
     (docs / "landscape_table.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    _plot_metrics(results, docs / "bench_landscape.png")
-    _plot_decoupling(results, out, docs / "bench_decoupling_landscapes.png")
+    _plot_metrics(results, docs / "bench_landscape.png", n)
+    _plot_decoupling(results, out, docs / "bench_decoupling_landscapes.png", n)
 
 
-def _plot_metrics(results: dict[str, dict], path: Path) -> None:
+def _plot_metrics(results: dict[str, dict], path: Path, n: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [(name, exp, metric) for name, exp in EXPERIMENTS.items() for metric in exp.plot
-              if any(r["experiment"] == name for r in results.values())]
+              if any(runs for _, _, runs in _groups(results, exp, n))]
     cols = 4
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
     for ax, (name, exp, metric) in zip(axes.flat, panels, strict=False):
         width = 0.8 / len(exp.variants)
-        for data, label, runs in _groups(results, name, exp):
+        for data, label, runs in _groups(results, exp, n):
             v = list(exp.variants).index(label)
             x = [d.name for d in exp.data].index(data.name) + (v - (len(exp.variants) - 1) / 2
                                                                ) * width
@@ -323,7 +345,8 @@ def _plot_metrics(results: dict[str, dict], path: Path) -> None:
         ax.set_xticks(range(len(exp.data)), [d.name for d in exp.data], fontsize=7)
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_title(f"{name}: {_LABELS.get(metric, metric)}", fontsize=9)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -333,7 +356,7 @@ def _plot_metrics(results: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_decoupling(results: dict[str, dict], out: Path, path: Path) -> None:
+def _plot_decoupling(results: dict[str, dict], out: Path, path: Path, n: int) -> None:
     """PCA of the continuous latent, decoupling off vs on (first seed), by motion and defocus."""
     import matplotlib
 
@@ -343,13 +366,13 @@ def _plot_decoupling(results: dict[str, dict], out: Path, path: Path) -> None:
 
     exp = EXPERIMENTS["decoupling"]
     data = exp.data[0]
-    truth, _ = load_truth(out / "data" / data.name)
-    defocus = 0.5 * (truth["defocus_u_A"] + truth["defocus_v_A"]) / 1e4
-    shown = [(label, results.get(run_key(data, overrides, exp, exp.seeds[0])))
+    shown = [(label, results.get(run_key(data, overrides, exp, exp.seeds[0], n)))
              for label, overrides in exp.variants.items()]
     shown = [(label, r) for label, r in shown if r]
     if not shown:
         return
+    truth, _ = load_truth(data_dir(out, data, n))
+    defocus = 0.5 * (truth["defocus_u_A"] + truth["defocus_v_A"]) / 1e4
     fig, axes = plt.subplots(len(shown), 2, figsize=(8, 3.6 * len(shown)), squeeze=False)
     for (label, r), row in zip(shown, axes, strict=True):
         pcs = PCA(2).fit_transform(np.load(out / "latents" / f"{r['key']}.npy"))
@@ -389,7 +412,7 @@ def main() -> None:
         for name, exp in EXPERIMENTS.items():
             EXPERIMENTS[name] = replace(exp, epochs=settings["epochs"])
     if args.report:
-        report(args.output, args.report)
+        report(args.output, args.report, settings["n"])
         return
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
     run_all(args.output, chosen, seeds, settings["n"])

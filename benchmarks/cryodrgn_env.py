@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -26,24 +25,28 @@ class Measured:
     peak_rss_gb: float
 
 
+# Runs the command as its own child and reports that child's peak RSS (KiB). A child
+# inherits its parent's high-water mark on Linux, so this small launcher stands between the
+# benchmark (hundreds of MB after its imports) and the measured command.
+_LAUNCHER = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+             "open(sys.argv[1], 'w').write(str(resource.getrusage("
+             "resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
+
+
 def run_measured(cmd: list[str | Path], log: Path, env: dict[str, str] | None = None
                  ) -> Measured:
-    """Run a command with its output in ``log``; its own wall time and peak resident memory.
-
-    The memory is the child's ``ru_maxrss`` from ``wait4``: that process alone, so two tools
-    run one after the other are measured separately.
-    """
+    """Run a command with its output in ``log``; its wall time and peak resident memory."""
     print("$", " ".join(str(c) for c in cmd), f"> {log}", flush=True)
+    rss_file = log.with_suffix(".maxrss")
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = subprocess.call([sys.executable, "-c", _LAUNCHER, str(rss_file),
+                                *(str(c) for c in cmd)], stdout=out, stderr=subprocess.STDOUT,
+                               env=env)
     wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"command failed ({os.waitstatus_to_exitcode(status)}); see {log}:\n"
-                 + "".join(open(log).readlines()[-20:]))
-    return Measured(wall, usage.ru_maxrss / 1024**2)  # ru_maxrss is in KiB on Linux
+    if code != 0:
+        sys.exit(f"command failed ({code}); see {log}:\n" + "".join(open(log).readlines()[-20:]))
+    return Measured(wall, int(rss_file.read_text()) / 1024**2)  # KiB on Linux
 
 
 def ensure_cryodrgn(venv: Path) -> str:

@@ -17,6 +17,7 @@ import torch
 from hetsiren.analysis.evaluate import evaluate_latent, evaluate_maps, load_truth
 from hetsiren.cli import main as cli
 from hetsiren.errors import UserInputError
+from hetsiren.geometry import sphere_mask
 from hetsiren.io import read_map
 from hetsiren.physics import resample_map
 
@@ -111,3 +112,29 @@ def test_cli_on_a_folder_without_truth_fails_cleanly(trained_run, tmp_path, caps
     assert cli(["evaluate", str(trained_run), "--truth", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "truth.npz" in err
+
+
+def test_path_maps_are_decoded_from_the_particles_near_each_truth_point(tmp_path):
+    from hetsiren.simulate import SimulationSpec, simulate_phantom
+
+    data = simulate_phantom(tmp_path / "path", "continuous", 24, SimulationSpec(
+        n_particles=300, snr=1.0, seed=1, pixel_size_A=5.0), progress=False)
+    truth, meta = load_truth(data)
+    points = np.asarray(meta["truth_map_coordinates"])
+    maps = [read_map(data / rel)[0] for rel in meta["truth_maps"]]
+    z = truth["coordinate"][:, None]
+    rng = np.random.default_rng(0)
+    outside = ~sphere_mask(24).numpy()
+
+    def nearest_map_with_background(p: np.ndarray) -> np.ndarray:
+        # The right map, plus noise outside the inscribed sphere (where the score must not look).
+        m = maps[int(np.abs(points - p[0]).argmin())].copy()
+        m[outside] += rng.standard_normal(int(outside.sum())).astype(np.float32)
+        return m
+
+    results = evaluate_maps(nearest_map_with_background, z, truth, meta, data, 5.0, 24)
+    assert [r["index"] for r in results] == list(range(len(points)))
+    for r in results:
+        assert r["auc"] == pytest.approx(1.0, abs=1e-4)
+        near = np.abs(truth["coordinate"] - points[r["index"]]) <= 0.05
+        assert r["n_particles"] == int(near.sum()) > 0

@@ -10,9 +10,10 @@ Metrics (all computed on the full latent z, not on a 2D embedding):
   frame, third row of A) and of the mean defocus predicted from z. 0 means the landscape
   carries no pose/CTF information; that is what decoupling (Eqs. 3-4) aims at.
 - maps: FSC between maps decoded at each state's mean latent (or at the mean latent of the
-  particles near each truth point of a path) and the true maps; resolution at FSC 0.5 and
-  0.143, and the area under the FSC curve up to Nyquist (normalised to [0, 1], as CryoBench
-  reports it).
+  particles near each truth point of a path) and the true maps, both inside the sphere
+  inscribed in the box (our decoder's domain; other tools' maps have background outside it,
+  which would otherwise count against them); resolution at FSC 0.5 and 0.143, and the area
+  under the FSC curve up to Nyquist (normalised to [0, 1], as CryoBench reports it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
 from hetsiren.errors import UserInputError
+from hetsiren.geometry import sphere_mask
 from hetsiren.io import read_map
 from hetsiren.physics import fsc, resample_map, resolution_at
 from hetsiren.train.inference import decode_latent, load_run
@@ -113,10 +115,20 @@ def evaluate_maps(decode: Callable[[np.ndarray], np.ndarray], z: np.ndarray,
                   pixel_size_A: float, box: int) -> list[dict[str, Any]]:
     """FSC of decoded maps against each true map, at ``box`` px of ``pixel_size_A``.
 
-    ``decode`` maps one latent point ``(zdim,)`` to a ``(box, box, box)`` map; it may be any
-    method's decoder (``benchmarks/bench_cryodrgn.py`` passes cryoDRGN's), so that every method
-    is measured by the same code.
+    Args:
+        decode: ``(zdim,)`` latent point → ``(box, box, box)`` map. Any method's decoder
+            (``benchmarks/bench_cryodrgn.py`` passes cryoDRGN's), so that every method is
+            measured by the same code.
+        z: ``(N, zdim)`` latent of the particles.
+        truth, meta: the dataset's ``truth.npz`` arrays and ``truth.json`` (:func:`load_truth`).
+        truth_dir: the dataset's folder (the true maps are read from it).
+        pixel_size_A, box: the decoded maps' sampling; the true maps are resampled to it.
+
+    Returns:
+        One dict per true map with particles: ``truth_map``, ``index``, ``n_particles`` and
+        the FSC summary (``resolution_0.5_A``, ``resolution_0.143_A``, ``auc``, the curve).
     """
+    inside = sphere_mask(box).numpy()
     state, coordinate = truth["state"], truth["coordinate"]
     members = []
     if np.all(state >= 0):
@@ -134,7 +146,8 @@ def evaluate_maps(decode: Callable[[np.ndarray], np.ndarray], z: np.ndarray,
         decoded = decode(z[sel].mean(0))
         if decoded.shape != (box,) * 3:
             raise ValueError(f"decoded map is {decoded.shape}, expected {(box,) * 3}")
-        summary = _fsc_summary(np.asarray(decoded, np.float32), true_t.numpy(), pixel_size_A)
+        summary = _fsc_summary(np.where(inside, decoded, 0).astype(np.float32),
+                               np.where(inside, true_t.numpy(), 0), pixel_size_A)
         results.append({"truth_map": rel_path, "index": i, "n_particles": int(sel.sum()),
                         **summary})
     return results
