@@ -22,8 +22,9 @@ writes a Markdown table (mean ± sd over seeds) and the plots.
     .venv/bin/python benchmarks/bench_landscape.py -o /tmp/ls --only decoder --seeds 1,2,3,4,5
 
 Data: the built-in two-domain phantom (a body and a hinged arm) at box 32, 5 Å/px, CTF
-(defocus 1-2.5 µm), 1,000 particles: three states (arm closed, open, absent), two states
-(closed, open) or a continuous arm swing. ``--ref auto`` throughout.
+(defocus 1-2.5 µm), 1,000 particles, simulation seed 11 (``--n``, ``--data-seed``): three
+states (arm closed, open, absent), two states (closed, open) or a continuous arm swing.
+``--ref auto`` throughout.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -52,7 +53,6 @@ from hetsiren.train.runio import LATENT
 
 BOX = 32
 PIXEL_A = 5.0
-DATA_SEED = 11
 # A voxel belongs to the focus mask when the states' maps differ there by more than this
 # fraction of the largest difference (then dilated by _MASK_DILATE voxels).
 _MASK_LEVEL = 0.1
@@ -66,6 +66,15 @@ PAPER_OPTIMISER = {k: v for k, v in PAPER_DEFAULTS.items() if k != "epochs"}
 
 
 @dataclass(frozen=True)
+class Scale:
+    """A work folder's dataset size and seed, and its epochs override (None: per experiment)."""
+
+    scale: Scale = 1000
+    data_seed: int = 11
+    epochs: int | None = None
+
+
+@dataclass(frozen=True)
 class Data:
     kind: Literal["discrete", "two-state", "continuous"]  # discrete = three states
     snr: float
@@ -74,10 +83,10 @@ class Data:
     def name(self) -> str:
         return f"{self.kind}-snr{self.snr:g}"
 
-    def spec(self, n: int) -> dict:
+    def spec(self, scale: Scale) -> dict:
         """Everything that defines the dataset (part of every run's key)."""
-        return {"kind": self.kind, "snr": self.snr, "n": n, "seed": DATA_SEED, "box": BOX,
-                "pixel_A": PIXEL_A}
+        return {"kind": self.kind, "snr": self.snr, "n": scale.n, "seed": scale.data_seed,
+                "box": BOX, "pixel_A": PIXEL_A}
 
 
 @dataclass(frozen=True)
@@ -126,18 +135,18 @@ def _digest(obj: object) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def data_dir(out: Path, data: Data, n: int) -> Path:
-    return out / "data" / f"{data.name}-{_digest(data.spec(n))[:8]}"
+def data_dir(out: Path, data: Data, scale: Scale) -> Path:
+    return out / "data" / f"{data.name}-{_digest(data.spec(scale))[:8]}"
 
 
-def make_data(out: Path, data: Data, n: int) -> Path:
-    folder = data_dir(out, data, n)
+def make_data(out: Path, data: Data, scale: Scale) -> Path:
+    folder = data_dir(out, data, scale)
     if (folder / "truth.json").is_file():
         return folder
-    spec = SimulationSpec(n_particles=n, snr=data.snr, seed=DATA_SEED, pixel_size_A=PIXEL_A,
-                          max_shift_px=1.0)
+    spec = SimulationSpec(n_particles=scale.n, snr=data.snr, seed=scale.data_seed,
+                          pixel_size_A=PIXEL_A, max_shift_px=1.0)
     if data.kind == "two-state":
-        maps = discrete_phantom_maps(BOX, PIXEL_A, seed=DATA_SEED)[:2]
+        maps = discrete_phantom_maps(BOX, PIXEL_A, seed=scale.data_seed)[:2]
         simulate_discrete(folder, list(maps), spec, map_names=["arm closed", "arm open"],
                           progress=False)
     else:
@@ -178,18 +187,17 @@ def focus_metrics(run: Path, data_dir: Path, mask_path: Path) -> dict[str, float
     return {"mask_corr": float(np.mean(corr)), "mask_contrast_ratio": float(np.mean(contrast))}
 
 
-def _settings(out: Path, n: int, epochs: int | None) -> dict:
-    """The work folder's dataset size and epochs override, fixed by its first run."""
+def _scale(out: Path, wanted: Scale) -> Scale:
+    """The work folder's scale, fixed by its first run."""
     path = out / "settings.json"
-    wanted = {"n": n, "epochs": epochs}
     if path.is_file():
-        stored = json.loads(path.read_text())
+        stored = Scale(**json.loads(path.read_text()))
         if stored != wanted:
             raise SystemExit(f"{out} was made with {stored}, not {wanted}: use another folder "
-                             "or the same --n/--epochs")
+                             "or the same --n/--data-seed/--epochs")
         return stored
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(wanted))
+    path.write_text(json.dumps(asdict(wanted)))
     return wanted
 
 
@@ -202,12 +210,12 @@ def make_config(exp: Experiment, overrides: dict, seed: int, folder: Path | None
         mask=str(focus_mask(folder)) if folder and exp.focus else None), **overrides)
 
 
-def run_key(data: Data, overrides: dict, exp: Experiment, seed: int, n: int) -> str:
+def run_key(data: Data, overrides: dict, exp: Experiment, seed: int, scale: Scale) -> str:
     """Hash of everything that defines a run: the resolved configuration and the dataset."""
     config = {k: v for k, v in make_config(exp, overrides, seed).to_dict().items()
               if k not in ("particles", "mask", "device")}
     mask = {"level": _MASK_LEVEL, "dilate": _MASK_DILATE} if exp.focus else None
-    return _digest({"config": config, "data": data.spec(n), "mask": mask})
+    return _digest({"config": config, "data": data.spec(scale), "mask": mask})
 
 
 def load_results(out: Path) -> dict[str, dict]:
@@ -217,16 +225,16 @@ def load_results(out: Path) -> dict[str, dict]:
     return {r["key"]: r for r in map(json.loads, path.read_text().splitlines())}
 
 
-def run_all(out: Path, chosen: list[str], seeds: tuple[int, ...] | None, n: int) -> None:
+def run_all(out: Path, chosen: list[str], seeds: tuple[int, ...] | None, scale: Scale) -> None:
     done = load_results(out)
     (out / "latents").mkdir(parents=True, exist_ok=True)
     for name in chosen:
         exp = EXPERIMENTS[name]
         for data in exp.data:
-            folder = make_data(out, data, n)
+            folder = make_data(out, data, scale)
             for label, overrides in exp.variants.items():
                 for seed in seeds or exp.seeds:
-                    key = run_key(data, overrides, exp, seed, n)
+                    key = run_key(data, overrides, exp, seed, scale)
                     if key in done:
                         continue
                     run = out / "runs" / key
@@ -279,21 +287,21 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
 
 
-def _groups(results: dict[str, dict], exp: Experiment, n: int):
+def _groups(results: dict[str, dict], exp: Experiment, scale: Scale):
     """``(data, variant label, runs)``: every stored run of that configuration, any seed."""
     for data in exp.data:
         for label, overrides in exp.variants.items():
             runs = sorted((r for r in results.values()
-                           if r["key"] == run_key(data, overrides, exp, r["seed"], n)),
+                           if r["key"] == run_key(data, overrides, exp, r["seed"], scale)),
                           key=lambda r: r["seed"])
             yield data, label, runs
 
 
-def report(out: Path, docs: Path, n: int) -> None:
+def report(out: Path, docs: Path, scale: Scale) -> None:
     results = load_results(out)
     lines = []
     for name, exp in EXPERIMENTS.items():
-        groups = [g for g in _groups(results, exp, n) if g[2]]
+        groups = [g for g in _groups(results, exp, scale) if g[2]]
         if not groups:
             continue
         extra = " | mask corr. | mask contrast ratio" if exp.focus else ""
@@ -315,24 +323,24 @@ def report(out: Path, docs: Path, n: int) -> None:
         lines.append("")
     (docs / "landscape_table.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    _plot_metrics(results, docs / "bench_landscape.png", n)
-    _plot_decoupling(results, out, docs / "bench_decoupling_landscapes.png", n)
+    _plot_metrics(results, docs / "bench_landscape.png", scale)
+    _plot_decoupling(results, out, docs / "bench_decoupling_landscapes.png", scale)
 
 
-def _plot_metrics(results: dict[str, dict], path: Path, n: int) -> None:
+def _plot_metrics(results: dict[str, dict], path: Path, scale: Scale) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [(name, exp, metric) for name, exp in EXPERIMENTS.items() for metric in exp.plot
-              if any(runs for _, _, runs in _groups(results, exp, n))]
+              if any(runs for _, _, runs in _groups(results, exp, scale))]
     cols = 4
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
     for ax, (name, exp, metric) in zip(axes.flat, panels, strict=False):
         width = 0.8 / len(exp.variants)
-        for data, label, runs in _groups(results, exp, n):
+        for data, label, runs in _groups(results, exp, scale):
             v = list(exp.variants).index(label)
             x = [d.name for d in exp.data].index(data.name) + (v - (len(exp.variants) - 1) / 2
                                                                ) * width
@@ -356,7 +364,7 @@ def _plot_metrics(results: dict[str, dict], path: Path, n: int) -> None:
     plt.close(fig)
 
 
-def _plot_decoupling(results: dict[str, dict], out: Path, path: Path, n: int) -> None:
+def _plot_decoupling(results: dict[str, dict], out: Path, path: Path, scale: Scale) -> None:
     """PCA of the continuous latent, decoupling off vs on (first seed), by motion and defocus."""
     import matplotlib
 
@@ -366,12 +374,12 @@ def _plot_decoupling(results: dict[str, dict], out: Path, path: Path, n: int) ->
 
     exp = EXPERIMENTS["decoupling"]
     data = exp.data[0]
-    shown = [(label, results.get(run_key(data, overrides, exp, exp.seeds[0], n)))
+    shown = [(label, results.get(run_key(data, overrides, exp, exp.seeds[0], scale)))
              for label, overrides in exp.variants.items()]
     shown = [(label, r) for label, r in shown if r]
     if not shown:
         return
-    truth, _ = load_truth(data_dir(out, data, n))
+    truth, _ = load_truth(data_dir(out, data, scale))
     defocus = 0.5 * (truth["defocus_u_A"] + truth["defocus_v_A"]) / 1e4
     fig, axes = plt.subplots(len(shown), 2, figsize=(8, 3.6 * len(shown)), squeeze=False)
     for (label, r), row in zip(shown, axes, strict=True):
@@ -395,7 +403,10 @@ def main() -> None:
                    help="work folder: data, runs, results.jsonl (reused when it exists)")
     p.add_argument("--only", help=f"experiments, comma-separated (of {', '.join(EXPERIMENTS)})")
     p.add_argument("--seeds", help="training seeds, comma-separated (default: per experiment)")
-    p.add_argument("--n", type=int, default=1000, help="particles per dataset (default: 1000)")
+    p.add_argument("--n", type=int, default=Scale.n,
+                   help=f"particles per dataset (default: {Scale.n})")
+    p.add_argument("--data-seed", type=int, default=Scale.data_seed,
+                   help=f"simulation seed of every dataset (default: {Scale.data_seed})")
     p.add_argument("--epochs", type=int, help="override every experiment's epochs (smoke tests)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--report", type=Path, metavar="DOCS",
@@ -407,15 +418,15 @@ def main() -> None:
     unknown = set(chosen) - set(EXPERIMENTS)
     if unknown:
         p.error(f"unknown experiment(s) {', '.join(sorted(unknown))}")
-    settings = _settings(args.output, args.n, args.epochs)
-    if settings["epochs"]:
+    scale = _scale(args.output, Scale(args.n, args.data_seed, args.epochs))
+    if scale.epochs:
         for name, exp in EXPERIMENTS.items():
-            EXPERIMENTS[name] = replace(exp, epochs=settings["epochs"])
+            EXPERIMENTS[name] = replace(exp, epochs=scale.epochs)
     if args.report:
-        report(args.output, args.report, settings["n"])
+        report(args.output, args.report, scale)
         return
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
-    run_all(args.output, chosen, seeds, settings["n"])
+    run_all(args.output, chosen, seeds, scale)
 
 
 if __name__ == "__main__":
