@@ -69,7 +69,7 @@ PAPER_OPTIMISER = {k: v for k, v in PAPER_DEFAULTS.items() if k != "epochs"}
 class Scale:
     """A work folder's dataset size and seed, and its epochs override (None: per experiment)."""
 
-    scale: Scale = 1000
+    n: int = 1000
     data_seed: int = 11
     epochs: int | None = None
 
