@@ -63,6 +63,10 @@ def test_run_directory_contract(run, dataset):
     assert record["config"]["particles"].endswith("particles.star")
     assert record["preprocessing"]["box"] == BOX
     assert len(_log(run)) == EPOCHS
+    # The latent's spread is logged each epoch; the last one is that of latent.npy.
+    spread = [e["z_std"] for e in _log(run)]
+    assert all(np.isfinite(spread)) and min(spread) > 0
+    assert 0.5 < spread[-1] / z.std(0).mean() < 2
 
 
 def test_loss_falls(run):
