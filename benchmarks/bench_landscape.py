@@ -298,7 +298,10 @@ def _groups(results: dict[str, dict], exp: Experiment, scale: Scale):
 
 def report(out: Path, docs: Path, scale: Scale) -> None:
     results = load_results(out)
-    lines = []
+    lines = [f"# Landscape benchmark ({scale.n} particles per dataset, simulation seed "
+             f"{scale.data_seed})", "",
+             "Written by `benchmarks/bench_landscape.py --report`; mean ± sd over the seeds "
+             "listed. See docs/benchmarks.md for how to read it.", ""]
     for name, exp in EXPERIMENTS.items():
         groups = [g for g in _groups(results, exp, scale) if g[2]]
         if not groups:
