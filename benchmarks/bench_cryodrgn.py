@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryodrgn_env import ensure_cryodrgn, run, run_measured
+from cryodrgn_env import add_common_args, prepare, run, run_measured
 from hetsiren.analysis.evaluate import evaluate_latent, evaluate_maps, evaluate_run, load_truth
 from hetsiren.io.mrc import read_map
 
@@ -107,9 +107,7 @@ def row(kind: str, tool: str, m: dict, epochs: int, n: int) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("-o", "--output", type=Path, required=True, help="new folder")
-    p.add_argument("--cryodrgn-venv", type=Path, default=Path("/tmp/cdvenv"),
-                   help="venv with cryoDRGN (created when missing; default: /tmp/cdvenv)")
+    add_common_args(p)
     p.add_argument("--kinds", default="discrete,continuous",
                    help="phantom datasets, comma-separated (default: discrete,continuous)")
     p.add_argument("--n", type=int, default=1000, help="particles (default: 1000)")
@@ -122,11 +120,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=11, help="simulation seed (default: 11)")
     p.add_argument("--train-seed", type=int, default=1, help="training seed (default: 1)")
     args = p.parse_args()
-    out = args.output.resolve()
-    if out.exists():
-        sys.exit(f"{out} exists: give a new folder")
-    venv = args.cryodrgn_venv.resolve()
-    version = ensure_cryodrgn(venv)
+    out, venv, version = prepare(args)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
            "MKL_NUM_THREADS": str(args.threads), "CUDA_VISIBLE_DEVICES": ""}
     header = ("| data | tool | landscape | leakage R² view | leakage R² defocus | "

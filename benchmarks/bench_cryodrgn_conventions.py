@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryodrgn_env import ensure_cryodrgn, run
+from cryodrgn_env import add_common_args, prepare, run
 from hetsiren.io.mrc import read_map
 from hetsiren.physics import fsc, resolution_at
 
@@ -73,10 +73,7 @@ def summary(rec_path: Path, truth: np.ndarray, pixel_A: float) -> dict[str, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cryodrgn-venv", type=Path, default=Path("/tmp/cdvenv"),
-                        help="virtual environment with cryoDRGN (created when missing; "
-                             "default: /tmp/cdvenv)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="new folder")
+    add_common_args(parser)
     parser.add_argument("--n", type=int, default=3000, help="particles (default: 3000)")
     parser.add_argument("--snr", type=float, default=1.0, help="SNR (default: 1)")
     parser.add_argument("--seed", type=int, default=1, help="simulation seed (default: 1)")
@@ -85,11 +82,7 @@ def main() -> None:
                         help="max |U−V|/2 in Å, large so the angle's convention shows "
                              "(default: 5000)")
     args = parser.parse_args()
-    out = args.output.resolve()
-    if out.exists():
-        sys.exit(f"{out} exists: give a new folder")
-    venv = args.cryodrgn_venv.resolve()
-    version = ensure_cryodrgn(venv)
+    out, venv, version = prepare(args)
     cryodrgn = venv / "bin" / "cryodrgn"
 
     t0 = time.perf_counter()

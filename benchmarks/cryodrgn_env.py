@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -69,3 +70,19 @@ def ensure_cryodrgn(venv: Path) -> str:
         sys.exit(f"cryoDRGN in {venv} does not import:\n{proc.stderr}\nremove the folder and "
                  f"rerun, or install it by hand: pip install {TORCH_PIN} && pip install cryodrgn")
     return proc.stdout.strip()
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """``-o`` (a new folder) and ``--cryodrgn-venv``, shared by the cryoDRGN benchmarks."""
+    p.add_argument("-o", "--output", type=Path, required=True, help="new folder")
+    p.add_argument("--cryodrgn-venv", type=Path, default=Path("/tmp/cdvenv"),
+                   help="venv with cryoDRGN (created when missing; default: /tmp/cdvenv)")
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, Path, str]:
+    """The new output folder, the venv and cryoDRGN's version (installed when missing)."""
+    out = args.output.resolve()
+    if out.exists():
+        sys.exit(f"{out} exists: give a new folder")
+    venv = args.cryodrgn_venv.resolve()
+    return out, venv, ensure_cryodrgn(venv)

@@ -3,7 +3,8 @@
 Latent metrics: |Spearman| of the continuous coordinate vs PC1, kNN R² of the coordinate,
 KMeans adjusted Rand index and kNN accuracy of discrete states; leakage: kNN R² of the viewing
 direction and of defocus predicted from z; maps: FSC of maps decoded at each state's mean
-latent against the true maps (0.5 / 0.143 resolutions, area under the curve).
+latent against the true maps, inside the sphere inscribed in the box (0.5 / 0.143
+resolutions, area under the curve).
 
 examples:
   hetsiren evaluate run --truth sim

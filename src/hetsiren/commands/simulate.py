@@ -65,8 +65,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     acq.add_argument("--max-shift", type=float, default=3.0, help="px (default: 3)")
     acq.add_argument("--no-ctf", action="store_true", help="no CTF (projections + noise)")
     acq.add_argument("--poses-from", metavar="PARTICLES",
-                     help="draw the poses from this STAR/.cs file's (its preferred "
-                          "orientations) instead of uniformly")
+                     help="draw each pose from the poses in this STAR/.cs file (keeping "
+                          "its preferred orientations) instead of uniformly")
 
 
 def main(args: argparse.Namespace) -> int:
