@@ -10,8 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
+
+# Before torch is imported: large CPU tensors on transparent huge pages (fewer page faults in
+# the training step; see hetsiren.devices.tune_cpu_allocator). A user's setting wins.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from hetsiren import __version__
 from hetsiren.errors import UserInputError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hetsiren.geometry import sphere_mask
-from hetsiren.model.volume import MaskedVolume
+from hetsiren.model.volume import MaskedVolume, pad_values
 
 
 def _dense_forward_differences(grid: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,24 @@ def test_gradient_matches_dense_grid_with_focus_mask():
     torch.testing.assert_close(grid[:, ~mask], v0[~mask].expand(2, -1))
     torch.testing.assert_close(grid[:, mask], (v0[mask] + delta))
     dense = _dense_forward_differences(grid).reshape(2, -1, 3)[:, vol.decoder_index]
-    torch.testing.assert_close(vol.forward_differences(values), dense)
+    padded = pad_values(values)
+    per_axis = torch.stack([vol.forward_difference(padded, k) for k in range(3)], -1)
+    torch.testing.assert_close(per_axis, dense)
+
+
+def test_forward_difference_adjoint():
+    """<D g, v> = <g, D* v> for the per-axis difference without its constant part."""
+    d = 10
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.zeros(d, d, d, dtype=torch.bool)
+    mask[2:8, 1:9, 3:7] = True
+    vol = MaskedVolume(d, mask=mask)  # V0 = 0: the difference is linear in the values
+    values = torch.randn(3, vol.n_voxels, generator=gen, dtype=torch.float64)
+    g = torch.randn(3, vol.n_voxels, generator=gen, dtype=torch.float64)
+    for k in range(3):
+        lhs = (vol.forward_difference(pad_values(values), k) * g).sum()
+        rhs = (values * vol.forward_difference_adjoint(pad_values(g), k)).sum()
+        torch.testing.assert_close(lhs, rhs)
 
 
 def test_static_part_holds_reference_outside_mask():

@@ -156,8 +156,13 @@ def test_nan_guard_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
     cfg = _config(dataset, epochs=1)
     train(cfg, tmp_path / "r", progress=False)
     before = torch.load(tmp_path / "r" / "model.pt", weights_only=True)["epoch"]
-    original = trainer.L.l1_loss
-    monkeypatch.setattr(trainer.L, "l1_loss", lambda v: original(v) * float("nan"))
+    original = trainer.L.volume_regularizers
+
+    def nan_l1(volume, values):
+        terms = original(volume, values)
+        return terms._replace(l1=terms.l1 * float("nan"))
+
+    monkeypatch.setattr(trainer.L, "volume_regularizers", nan_l1)
     with pytest.raises(trainer.TrainingDiverged, match="kept"):
         train(replace(cfg, epochs=2), tmp_path / "r", resume=True, progress=False)
     after = torch.load(tmp_path / "r" / "model.pt", weights_only=True)["epoch"]

@@ -7,13 +7,16 @@ analysis commands call its methods; the losses live in ``hetsiren.train.losses``
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hetsiren.model.volume import MaskedVolume
-from hetsiren.physics import project_points
+from hetsiren.physics import SplatPlan
 
-__all__ = ["HetSIREN"]
+__all__ = ["HetSIREN", "ProjectionPlan"]
 
 
 class HetSIREN(nn.Module):
@@ -29,29 +32,61 @@ class HetSIREN(nn.Module):
         return self.volume.box_size
 
     def decode_values(self, z: torch.Tensor) -> torch.Tensor:
-        """``(b, zdim)`` latent → ``(b, n)`` V = V0 + ΔV on the decoder voxels (float32)."""
-        return self.volume.values(self.net.decode(z).float())
+        """``(b, zdim)`` latent → ``(b, n)`` V = V0 + ΔV on the decoder voxels (float32).
+
+        V0 enters as part of the output layer's bias, so V is written in one pass over
+        ``(b, n)``. Under autocast (the hidden state comes out in bfloat16) V0 is added in
+        float32 after the layer instead, so that the reference keeps its precision.
+        """
+        decoder = self.net.decoder
+        hidden = decoder.features(z)
+        v0 = self.volume.v0
+        if hidden.dtype != v0.dtype:
+            return self.volume.values(decoder.out(hidden).float())
+        return F.linear(hidden, decoder.out.weight, decoder.out.bias + v0)
 
     def decode_maps(self, z: torch.Tensor) -> torch.Tensor:
         """``(b, zdim)`` latent → ``(b, D, D, D)`` maps ``[z, y, x]``."""
         return self.volume.to_grid(self.decode_values(z))
 
-    def project(self, values: torch.Tensor, rotations: torch.Tensor, shifts_px: torch.Tensor
-                ) -> torch.Tensor:
+    def projection_plan(self, rotations: torch.Tensor, shifts_px: torch.Tensor
+                        ) -> ProjectionPlan:
+        """Where the decoder voxels (and the static reference voxels) land at these poses;
+        build once per batch and pass to :meth:`project`.
+
+        Args:
+            rotations: ``(b, 3, 3)`` RELION matrices A.
+            shifts_px: ``(b, 2)`` origins in pixels (RELION sign).
+        """
+        d, vol = self.box_size, self.volume
+        dtype = vol.coords_px.dtype
+        rotations, shifts_px = rotations.to(dtype), shifts_px.to(dtype)
+        static = (SplatPlan(vol.static_coords_px, rotations, shifts_px, d)
+                  if vol.has_static else None)
+        return ProjectionPlan(SplatPlan(vol.coords_px, rotations, shifts_px, d), static)
+
+    def project(self, values: torch.Tensor, plan: ProjectionPlan,
+                perm: torch.Tensor | None = None) -> torch.Tensor:
         """Clean projections (P ∘ T ∘ R)(V) of Eq. 1, before the CTF.
 
         Args:
             values: ``(b, n)`` V on the decoder voxels.
-            rotations: ``(b, 3, 3)`` RELION matrices A.
-            shifts_px: ``(b, 2)`` origins in pixels (RELION sign).
+            plan: the batch's poses (:meth:`projection_plan`).
+            perm: ``(b,)`` permutation: project particle i's V at the pose of ``perm[i]``
+                (the pose-decoupling pass of Eq. 3) reusing the plan.
 
         Returns:
             ``(b, D, D)`` images; reference voxels outside a focus mask are included.
         """
-        d = self.box_size
-        images = project_points(values, self.volume.coords_px, rotations, shifts_px, d)
-        if self.volume.has_static:
-            images = images + project_points(self.volume.static_values,
-                                             self.volume.static_coords_px, rotations,
-                                             shifts_px, d)
+        images = plan.decoder.project(values, perm)
+        if plan.static is not None:
+            static = plan.static.project(self.volume.static_values)
+            images = images + (static if perm is None else static[perm])
         return images
+
+
+class ProjectionPlan(NamedTuple):
+    """Splat plans of one batch: decoder voxels and, in a focused run, the static voxels."""
+
+    decoder: SplatPlan
+    static: SplatPlan | None

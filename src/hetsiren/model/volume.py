@@ -13,7 +13,7 @@ from torch import nn
 
 from hetsiren.geometry import grid_coordinates, sphere_mask
 
-__all__ = ["MaskedVolume"]
+__all__ = ["MaskedVolume", "pad_values"]
 
 # The three forward neighbours (+x, +y, +z) used for the spatial gradient of Eq. 9, as flat
 # offsets in a [z, y, x] grid of size D: +x = 1, +y = D, +z = D*D (filled in per box).
@@ -75,6 +75,25 @@ class MaskedVolume(nn.Module):
         self.register_buffer("static_values", v0_grid.reshape(-1)[static].contiguous())
         self.register_buffer("neighbour_pos", torch.stack(nb_pos, 1))
         self.register_buffer("neighbour_v0", torch.stack(nb_v0, 1))
+        # Derived tables (not saved: rebuilt from the two above). Per axis, contiguous, with
+        # -1 replaced by n, the position of a zero column appended to the values: the
+        # neighbour gather needs no mask. inverse[k][i] = j where neighbour k of voxel j is
+        # voxel i (n where none): the adjoint of the gather is another gather.
+        n = len(decoder_index)
+        inverse = torch.full((n + 1, _AXES), n, dtype=torch.long)
+        for k in range(_AXES):
+            has = self.neighbour_pos[:, k] >= 0
+            inverse[self.neighbour_pos[has, k], k] = has.nonzero().squeeze(1)
+        for k in range(_AXES):
+            nb = self.neighbour_pos[:, k]
+            self.register_buffer(f"_gather_{k}", torch.where(nb >= 0, nb, n).contiguous(),
+                                 persistent=False)
+            self.register_buffer(f"_adjoint_{k}", inverse[:n, k].contiguous(), persistent=False)
+            # V0 of the neighbour where it is not a decoder voxel, 0 where it is
+            outer_v0 = torch.where(nb >= 0, 0.0, self.neighbour_v0[:, k])
+            self.register_buffer(f"_outer_v0_{k}", outer_v0, persistent=False)
+        self.has_outer_neighbours = any(bool((getattr(self, f"_outer_v0_{k}") != 0).any())
+                                        for k in range(_AXES))
         self.register_buffer("v0_grid", v0_grid)
         self.register_buffer("ref_stats", _stats(self.v0[None]).squeeze(0))
 
@@ -97,16 +116,47 @@ class MaskedVolume(nn.Module):
         grid[:, self.decoder_index] = values
         return grid.reshape(-1, d, d, d)
 
-    def forward_differences(self, values: torch.Tensor) -> torch.Tensor:
-        """``(b, n)`` values → ``(b, n, 3)`` V(r + e_k) - V(r) for k = x, y, z (Eq. 9's ∇V)."""
-        inside = self.neighbour_pos >= 0  # [n, 3]
-        gathered = values[:, self.neighbour_pos.clamp(min=0)]  # [b, n, 3]
-        neighbour = torch.where(inside, gathered, self.neighbour_v0.to(values.dtype))
-        return neighbour - values.unsqueeze(-1)
+    def forward_difference(self, values_padded: torch.Tensor, axis: int) -> torch.Tensor:
+        """V(r + e_axis) − V(r) (Eq. 9's ∇V along x, y or z = axis 0, 1, 2).
+
+        Args:
+            values_padded: ``(b, n + 1)`` decoder-voxel values with a zero last column
+                (:func:`pad_values`).
+            axis: 0, 1, 2 for x, y, z.
+
+        Returns:
+            ``(b, n)``; a neighbour outside the decoder mask holds V0 there.
+        """
+        n = values_padded.shape[1] - 1
+        diff = values_padded.index_select(1, getattr(self, f"_gather_{axis}"))
+        diff.sub_(values_padded[:, :n])
+        if self.has_outer_neighbours:
+            diff.add_(getattr(self, f"_outer_v0_{axis}").to(diff.dtype))
+        return diff
+
+    def forward_difference_adjoint(self, grad_padded: torch.Tensor, axis: int) -> torch.Tensor:
+        """Adjoint of :meth:`forward_difference` (without its constant V0 part).
+
+        Args:
+            grad_padded: ``(b, n + 1)`` gradient w.r.t. the differences, zero last column.
+            axis: 0, 1, 2 for x, y, z.
+
+        Returns:
+            ``(b, n)`` gradient w.r.t. the values: Σ over the voxels whose neighbour is this
+            one, minus the voxel's own difference gradient.
+        """
+        n = grad_padded.shape[1] - 1
+        out = grad_padded.index_select(1, getattr(self, f"_adjoint_{axis}"))
+        return out.sub_(grad_padded[:, :n])
 
     def stats(self, values: torch.Tensor) -> torch.Tensor:
         """``(b, n)`` values → ``(b, 4)`` (max, min, mean, std) inside the decoder mask."""
         return _stats(values)
+
+
+def pad_values(values: torch.Tensor) -> torch.Tensor:
+    """``(b, n)`` → ``(b, n + 1)`` with a zero last column (the target of missing neighbours)."""
+    return torch.nn.functional.pad(values, (0, 1))
 
 
 def _stats(values: torch.Tensor) -> torch.Tensor:

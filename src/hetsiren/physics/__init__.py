@@ -17,7 +17,7 @@ from hetsiren.physics.fourier import (
     resample_map,
 )
 from hetsiren.physics.fsc import FSCCurve, fsc, resolution_at
-from hetsiren.physics.projection import project_points, project_volume_reference
+from hetsiren.physics.projection import SplatPlan, project_points, project_volume_reference
 from hetsiren.physics.reconstruct import (
     ReconstructionResult,
     backproject,
@@ -30,6 +30,7 @@ from hetsiren.physics.reconstruct import (
 __all__ = [
     "DEFAULT_WIENER_SNR",
     "FSCCurve",
+    "SplatPlan",
     "ReconstructionResult",
     "backproject",
     "finalize_reconstruction",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hetsiren.devices import resolve_device
+from hetsiren.devices import resolve_device, tune_cpu_allocator
 from hetsiren.errors import UserInputError
 from hetsiren.io import read_map, read_particles, write_star
 from hetsiren.io.particles import ParticleSet
@@ -114,7 +114,8 @@ def _fit_reference_scale(model: HetSIREN, particles: ParticleSet, prep: Preproce
         for start in range(0, len(sample), 64):
             batch = load_batch(particles, prep, sample[start:start + 64], device)
             values = model.volume.v0.expand(len(batch.indices), -1)
-            pred = model.project(values, batch.rotations, batch.shifts_px)
+            pred = model.project(values, model.projection_plan(batch.rotations,
+                                                               batch.shifts_px))
             pred, target = _compare_pair(pred, batch, prep, cfg)
             num += float((pred * target).sum())
             den += float((pred * pred).sum())
@@ -135,6 +136,11 @@ def _compare_pair(clean: torch.Tensor, batch: Batch, prep: Preprocessing, cfg: T
     if cfg.ctf_mode == "apply":
         return apply_ctf(clean, ctf), batch.images
     return clean, wiener_filter(batch.images, ctf)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """An autocast (bfloat16) output back in float32; float32/float64 tensors unchanged."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 def _circle(box: int, device) -> torch.Tensor:
@@ -160,40 +166,49 @@ class _Step:
                                                                                           ctf)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             z, d_euler, d_shift = net.encode(target)
-        z = z.float()
+        z = _full(z)
         rotations, shifts = batch.rotations, batch.shifts_px
         if cfg.refine_pose:
-            rotations, shifts = refine_pose(rotations, shifts, d_euler.float(), d_shift.float())
+            rotations, shifts = refine_pose(rotations, shifts, _full(d_euler), _full(d_shift))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            delta = net.decode(z)
-        values = model.volume.values(delta.float())
-        clean = model.project(values, rotations, shifts)
-        pred = apply_ctf(clean, ctf) if (ctf is not None and cfg.ctf_mode == "apply") else clean
+            values = model.decode_values(z)
+        plan = model.projection_plan(rotations, shifts)
+        clean = model.project(values, plan)
+        b = len(batch.indices)
+        apply = ctf is not None and cfg.ctf_mode == "apply"
+        # shuffles drawn in this order (pose, then CTF) so that a seed gives the same run
+        pose_perm = (torch.randperm(b, generator=generator).to(self.device)
+                     if cfg.pose_decoupling > 0 else None)
+        ctf_perm = (torch.randperm(b, generator=generator).to(self.device)
+                    if apply and cfg.ctf_decoupling > 0 else None)
+        if ctf_perm is not None:
+            # the data term's CTF and the shuffled one of Eq. 4 share one FFT of the clean images
+            pred, pred_perm = apply_ctf(clean, torch.stack([ctf, ctf[ctf_perm]])).unbind(0)
+        elif apply:
+            pred = apply_ctf(clean, ctf)
+        else:
+            pred = clean
 
         out: dict[str, torch.Tensor] = {}
         out["data"] = L.multires_image_loss(pred, target, cfg.multires, cfg.data_loss,
                                             downsample, self.masks)
-        out["l1"] = cfg.l1_weight * L.l1_loss(values)
-        out["negativity"] = cfg.negativity_weight * L.negativity_loss(values)
-        tv1, tv2 = L.tv_losses(model.volume, values)
-        out["tv_l1"], out["tv_l2"] = cfg.tv_l1_weight * tv1, cfg.tv_l2_weight * tv2
+        reg = L.volume_regularizers(model.volume, values)
+        out["l1"] = cfg.l1_weight * reg.l1
+        out["negativity"] = cfg.negativity_weight * reg.negativity
+        out["tv_l1"], out["tv_l2"] = cfg.tv_l1_weight * reg.tv_l1, cfg.tv_l2_weight * reg.tv_l2
         if self.focus:
             out["focus"] = cfg.focus_stats_weight * L.focus_stats_loss(model.volume, values)
 
-        b = len(batch.indices)
-        if cfg.pose_decoupling > 0:
-            perm = torch.randperm(b, generator=generator).to(self.device)
-            clean_perm = model.project(values, rotations[perm], shifts[perm])
+        if pose_perm is not None:
+            clean_perm = model.project(values, plan, pose_perm)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-                z_t = net.encode_clean(clean).float()
-                z_pt = net.encode_clean(clean_perm).float()
+                z_t = _full(net.encode_clean(clean))
+                z_pt = _full(net.encode_clean(clean_perm))
             out["pose_decoupling"] = cfg.pose_decoupling * L.decoupling_loss(z, z_t, z_pt)
-        if cfg.ctf_decoupling > 0 and ctf is not None and cfg.ctf_mode == "apply":
-            perm = torch.randperm(b, generator=generator).to(self.device)
-            pred_perm = apply_ctf(clean, ctf[perm])
+        if ctf_perm is not None:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-                z_c = net.encode_ctf(pred).float()
-                z_pc = net.encode_ctf(pred_perm).float()
+                z_c = _full(net.encode_ctf(pred))
+                z_pc = _full(net.encode_ctf(pred_perm))
             out["ctf_decoupling"] = cfg.ctf_decoupling * L.decoupling_loss(z, z_c, z_pc)
         out["total"] = sum(out.values())
         # Diagnostic, not a loss: the latent's spread over the batch. A spread that keeps
@@ -225,6 +240,16 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
         return cfg.lr
     floor = cfg.lr_final_fraction
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * epoch / (cfg.epochs - 1))))
+
+
+def _adam(model: HetSIREN, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over the networks' parameters, fused (one kernel for all of them, 3-8x faster
+    than the per-parameter loop) where this torch build has it for the device."""
+    params = list(model.net.parameters())
+    try:
+        return torch.optim.Adam(params, lr=cfg.lr, fused=True)
+    except (RuntimeError, TypeError):  # torch < 2.4 on the CPU
+        return torch.optim.Adam(params, lr=cfg.lr)
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -273,6 +298,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         cfg = _resolve_paths(cfg)
     cfg.validate()
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     torch.manual_seed(cfg.seed)
     particles = read_particles(cfg.particles, datadir=cfg.datadir, pixel_size_A=cfg.pixel_size_A)
     _check_trainable(particles, cfg)
@@ -281,7 +308,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     if resume:
         state = load_checkpoint(run_dir, map_location="cpu")
         model = model_from_state(cfg, prep.box, state["model"]).to(device)
-        optimizer = torch.optim.Adam(model.net.parameters(), lr=cfg.lr)
+        optimizer = _adam(model, cfg)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
         _truncate_log(run_dir / LOG, start_epoch)
@@ -308,7 +335,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             model = build_model(cfg, prep.box, v0 * scale, mask).to(device)
             extra["reference_scale"] = scale
         cfg = replace(cfg, extra=extra)
-        optimizer = torch.optim.Adam(model.net.parameters(), lr=cfg.lr)
+        optimizer = _adam(model, cfg)
         write_json(run_dir / CONFIG, run_record(cfg.to_dict(), prep.to_dict()))
 
     step = _Step(model, cfg, prep, device)
