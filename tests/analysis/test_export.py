@@ -230,7 +230,7 @@ def test_export_never_overwrites_the_input_file(tmp_path, formats_dir):
     src.write_bytes((formats_dir / "relion5.star").read_bytes())
     run = make_run(tmp_path / "run", src, blobs(balanced_states(_n_rows(src))))
     before = src.read_bytes()
-    with pytest.raises(UserInputError, match="the run's particle file"):
+    with pytest.raises(UserInputError, match="one of the files this command reads"):
         export_subset(run, src, indices=_write(tmp_path / "i.txt", "0 1"))
     assert src.read_bytes() == before
 
