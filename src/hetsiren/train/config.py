@@ -188,6 +188,10 @@ class TrainConfig:
         return cls.from_dict(data.get("config", data))
 
 
+def _option(name: str) -> str:
+    return "particle file" if name == "particles" else f"--{name.replace('_', '-')}"
+
+
 def resume_changes(stored: TrainConfig, requested: TrainConfig,
                    allowed: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
     """The options ``requested`` changes from a run's ``stored`` configuration, checked.
@@ -204,20 +208,21 @@ def resume_changes(stored: TrainConfig, requested: TrainConfig,
                              f"(expected names such as lr, batch_size, particles)")
     changes = {name: (getattr(stored, name), getattr(requested, name)) for name in sorted(known)
                if getattr(stored, name) != getattr(requested, name)}
+
+    def detail(names: list[str]) -> str:
+        return "; ".join(f"{_option(n)} {changes[n][1]} (the run has {changes[n][0]})"
+                         for n in names)
+
     fixed = [name for name in changes if name in RESUME_FIXED]
     if fixed:
-        detail = "; ".join(f"--{n.replace('_', '-')} {changes[n][1]} (the run has "
-                           f"{changes[n][0]})" for n in fixed)
-        raise UserInputError(f"--resume with different options: {detail}. These define the "
-                             "trained model and cannot change: drop them, or start a new run "
-                             "in another folder")
+        raise UserInputError(f"--resume with different options: {detail(fixed)}. These define "
+                             "the trained model and cannot change: drop them, or start a new "
+                             "run in another folder")
     refused = [name for name in changes if name not in RESUME_FREE and name not in allowed]
     if refused:
-        detail = "; ".join(f"--{n.replace('_', '-')} {changes[n][1]} (the run has "
-                           f"{changes[n][0]})" for n in refused)
         raise UserInputError(
-            f"--resume with different options: {detail}. A resumed run keeps its own options; "
-            f"drop these, or allow the change with --allow-change {','.join(refused)}")
+            f"--resume with different options: {detail(refused)}. A resumed run keeps its own "
+            f"options: drop these, or allow the change with --allow-change {','.join(refused)}")
     return changes
 
 
