@@ -189,3 +189,14 @@ def test_broken_checkpoints_and_bad_numbers_are_one_line(tiny_run, tiny_dataset,
              "factor 64 would shrink the 16 px training images to 0 px")
     assert not (tmp_path / "z.npy").exists()
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_a_foreign_config_json_is_never_taken_over(tiny_dataset, tmp_path, capsys):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / CONFIG).write_text('{"tool": "something else"}\n')
+    (folder / LOG).write_text("theirs\n")
+    assert main(["train", str(tiny_dataset / "particles.star"), "-o", str(folder),
+                 "--device", "cpu"]) == 2
+    assert "not a hetsiren run record" in capsys.readouterr().err
+    assert (folder / LOG).read_text() == "theirs\n" and _leftovers(folder) == []

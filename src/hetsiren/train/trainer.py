@@ -338,6 +338,10 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
     if not resume and has_checkpoint:
         raise UserInputError(f"{run_dir} already holds a run: use --resume, or another -o")
     record = read_run_config(run_dir) if has_record else None
+    if record is not None and not (isinstance(record, dict) and "hetsiren_version" in record
+                                   and isinstance(record.get("config"), dict)):
+        raise UserInputError(f"{run_dir / CONFIG}: not a hetsiren run record; this folder "
+                             "belongs to something else: use another -o")
     if resume:
         stored = TrainConfig.from_dict(record["config"])
         changes = resume_changes(stored, cfg, allow_changes)
