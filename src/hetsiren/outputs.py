@@ -147,6 +147,15 @@ def check_outputs(files: Iterable[str | Path] = (), inputs: Iterable[str | Path 
         UserInputError: naming the output and the reason, in one line.
     """
     read = [(p, _resolved(p)) for p in inputs if p is not None and str(p) != ""]
+    for out in folders:
+        target = _resolved(out)
+        for original, source in read:
+            if _same_file(target, source):
+                raise UserInputError(f"{out}: {_is_input(out, original)}; choose another "
+                                     "output folder")
+        if target.exists() and not target.is_dir():
+            raise UserInputError(f"{out}: is a file; expected a folder")
+        _check_writable_folder(target, str(out))
     for out in files:
         target = _resolved(out)
         for original, source in read:
@@ -157,12 +166,3 @@ def check_outputs(files: Iterable[str | Path] = (), inputs: Iterable[str | Path 
         if target.is_dir():
             raise UserInputError(f"{out}: is a folder; expected a file name")
         _check_writable_folder(target.parent, str(out))
-    for out in folders:
-        target = _resolved(out)
-        for original, source in read:
-            if _same_file(target, source):
-                raise UserInputError(f"{out}: {_is_input(out, original)}; choose another "
-                                     "output folder")
-        if target.exists() and not target.is_dir():
-            raise UserInputError(f"{out}: is a file; expected a folder")
-        _check_writable_folder(target, str(out))
