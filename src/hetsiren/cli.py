@@ -2,7 +2,8 @@
 
 Each command is a module in ``hetsiren.commands`` with a docstring (first line = help, rest =
 epilog with examples), ``add_args(parser)`` and ``main(args) -> int | None``. This layer only
-parses, configures logging and turns user errors into one clear line and a non-zero exit.
+parses, configures logging and turns user errors (exit 2) and operating-system errors (exit 1)
+into one clear line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from hetsiren import __version__
 from hetsiren.errors import UserInputError
+from hetsiren.outputs import describe_os_error
 
 # Order in `hetsiren --help`: the workflow order. Modules not listed come after, sorted.
 _ORDER = ("info", "simulate", "reconstruct", "train", "encode", "decode", "analyze",
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as exc:
         print(f"hetsiren {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permissions changed during the run...: one line
+        print(f"hetsiren {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"hetsiren {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -230,7 +230,7 @@ def test_export_never_overwrites_the_input_file(tmp_path, formats_dir):
     src.write_bytes((formats_dir / "relion5.star").read_bytes())
     run = make_run(tmp_path / "run", src, blobs(balanced_states(_n_rows(src))))
     before = src.read_bytes()
-    with pytest.raises(UserInputError, match="the run's particle file"):
+    with pytest.raises(UserInputError, match="one of the files this command reads"):
         export_subset(run, src, indices=_write(tmp_path / "i.txt", "0 1"))
     assert src.read_bytes() == before
 
@@ -259,3 +259,26 @@ def test_region_file_checks(star_run, tmp_path):
     assert r.axes == (2, 1)
     np.testing.assert_array_equal(r.lower, [-np.inf, -1])
     np.testing.assert_array_equal(r.upper, [3, np.inf])
+
+
+def test_export_never_overwrites_a_passthrough_file(tmp_path, formats_dir):
+    # Before: -o naming the cryoSPARC passthrough file truncated it and made the main .cs
+    # unreadable (the guard covered export's main input only).
+    from numpy.lib import recfunctions
+
+    full = np.load(formats_dir / "cryosparc_P12_J24_001_particles.cs")
+    names = full.dtype.names
+    main_fields = ["uid"] + [n for n in names if n.startswith("alignments3D/")]
+    pass_fields = ["uid"] + [n for n in names if n.startswith(("blob/", "ctf/"))]
+    main_cs, passthrough = tmp_path / "J9_particles.cs", tmp_path / "J9_passthrough_particles.cs"
+    for path, fields in ((main_cs, main_fields), (passthrough, pass_fields)):
+        with open(path, "wb") as fh:
+            np.save(fh, recfunctions.repack_fields(full[fields]))
+    run = make_run(tmp_path / "run", main_cs, blobs(balanced_states(len(full))))
+    before = passthrough.read_bytes()
+    for target in (passthrough, main_cs, run / "latent.npy"):
+        with pytest.raises(UserInputError, match="one of the files this command reads"):
+            export_subset(run, target, indices=_write(tmp_path / "i.txt", "0 1"))
+    assert passthrough.read_bytes() == before
+    result = export_subset(run, tmp_path / "subset.cs", indices=_write(tmp_path / "i.txt", "0 1"))
+    assert len(result.rows) == 2

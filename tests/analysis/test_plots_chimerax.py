@@ -16,8 +16,8 @@ from hetsiren.analysis.plots import (
     plot_fsc,
     plot_landscape,
     plot_training_curves,
-    read_training_log,
 )
+from hetsiren.train.runio import read_training_log
 
 
 def _is_png(path) -> bool:

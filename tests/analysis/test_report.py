@@ -188,3 +188,26 @@ def test_report_interaction_in_headless_chromium(report, tmp_path):
     assert "--clusters 1 -o subset.star" in attrs["after-click"]
     assert "Lasso: 200 of the 200 plotted particles" in attrs["after-lasso"]
     assert "--region region.json" in attrs["after-lasso"]
+
+
+def test_user_text_is_never_substituted_again(tmp_path, formats_dir):
+    # Before: chained str.replace put the escaped config in, then replaced %%DATA%% inside it,
+    # so a path holding that marker injected raw JSON/HTML into the page.
+    from analysis_helpers import balanced_states, blobs, make_run
+
+    from hetsiren.analysis.analyze import analyze_run
+
+    hostile = "/data/%%DATA%%/</script><script>alert(1)</script>%%SCRIPT%%.star"
+    z = blobs(balanced_states(60))
+    pages = {}
+    for name, particles in (("plain", "/data/p.star"), ("run%%TITLE%%", hostile)):
+        run = make_run(tmp_path / name, particles, z)
+        analyze_run(run, k=3, pcs=0, decode=False)
+        pages[name] = (run / "analysis" / "report.html").read_text(encoding="utf-8")
+    page = pages["run%%TITLE%%"]
+    assert page.count("<script") == pages["plain"].count("<script")
+    assert "alert(1)</script>" not in page
+    assert _report_data(page)["run"]["particles"] == hostile
+    assert _report_data(page)["run"]["name"] == "run%%TITLE%%"
+    pre = re.search(r"<pre>(.*?)</pre>", page, re.S).group(1)
+    assert htmllib.escape(hostile) in pre  # shown as text, escaped once

@@ -48,11 +48,19 @@ from hetsiren.analysis.plots import (
     plot_explained_variance,
     plot_landscape,
     plot_training_curves,
-    read_training_log,
 )
 from hetsiren.analysis.select import ANALYSIS_DIR
 from hetsiren.errors import UserInputError
-from hetsiren.train.runio import LATENT, atomic_write, read_run_config, write_json, write_npy
+from hetsiren.outputs import check_outputs
+from hetsiren.train.runio import (
+    LATENT,
+    atomic_write,
+    locks_run,
+    read_run_config,
+    read_training_log,
+    write_json,
+    write_npy,
+)
 
 __all__ = ["ANALYSIS_DIR", "AnalysisResult", "DecodedMap", "analyze_run", "load_latent"]
 
@@ -182,6 +190,7 @@ def _write_clusters_table(path: Path, clustering: Clustering, maps: list[Path | 
     return atomic_write(path, lambda p: p.write_text(text))
 
 
+@locks_run
 def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = False,
                 umap_dims: Literal[2, 3] = 2, percentiles: tuple[float, float] = (5.0, 95.0),
                 n_samples: int = 5, decode: bool = True, device: str = "auto", seed: int = 0,
@@ -221,6 +230,7 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
         if n_samples < 2:
             raise UserInputError(f"--n-samples must be >= 2, got {n_samples}")
     out = run_dir / ANALYSIS_DIR
+    check_outputs(folders=[out])
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
 

@@ -19,6 +19,7 @@ from typing import Any
 from hetsiren.analysis.analyze import analyze_run
 from hetsiren.analysis.evaluate import evaluate_run
 from hetsiren.errors import UserInputError
+from hetsiren.outputs import check_outputs
 from hetsiren.simulate import SimulationSpec, simulate_phantom
 from hetsiren.train import TrainConfig, train
 from hetsiren.train.config import REF_AUTO
@@ -47,6 +48,7 @@ def run_demo(out_dir: str | Path, n_particles: int = 2000, epochs: int = 50, snr
              device: str = "auto", seed: int = 0, progress: bool | None = None) -> DemoResult:
     """Simulate, train, analyse and evaluate; see the module docstring for the outputs."""
     out_dir = Path(out_dir)
+    check_outputs(folders=[out_dir])
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserInputError(f"{out_dir} exists and is not empty; choose another -o")
     data, run = out_dir / "data", out_dir / "run"

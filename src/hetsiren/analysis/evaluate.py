@@ -35,9 +35,10 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from hetsiren.errors import UserInputError
 from hetsiren.geometry import sphere_mask
 from hetsiren.io import read_map
+from hetsiren.outputs import check_outputs
 from hetsiren.physics import fsc, resample_map, resolution_at
 from hetsiren.train.inference import decode_latent, load_run
-from hetsiren.train.runio import LATENT
+from hetsiren.train.runio import LATENT, run_inputs, write_json
 
 __all__ = ["evaluate_latent", "evaluate_maps", "evaluate_run", "knn_r2", "load_truth"]
 
@@ -141,7 +142,7 @@ def evaluate_maps(decode: Callable[[np.ndarray], np.ndarray], z: np.ndarray,
     for i, (sel, rel_path) in enumerate(zip(members, meta["truth_maps"], strict=True)):
         if not sel.any():
             continue
-        true, voxel_A = read_map(truth_dir / rel_path)
+        true, voxel_A = read_map(truth_dir / rel_path, "true map")
         true_t = resample_map(torch.from_numpy(true), voxel_A, pixel_size_A, box)
         decoded = decode(z[sel].mean(0))
         if decoded.shape != (box,) * 3:
@@ -154,9 +155,14 @@ def evaluate_maps(decode: Callable[[np.ndarray], np.ndarray], z: np.ndarray,
 
 
 def evaluate_run(run_dir: str | Path, truth_dir: str | Path, maps: bool = True,
-                 device: str = "auto") -> dict[str, Any]:
-    """All metrics of a run against its simulated truth, as a JSON-able dict."""
+                 device: str = "auto", output: str | Path | None = None) -> dict[str, Any]:
+    """All metrics of a run against its simulated truth, as a JSON-able dict (also written to
+    ``output`` as JSON when given; checked against the files read before any work)."""
     run_dir, truth_dir = Path(run_dir), Path(truth_dir)
+    if output is not None:
+        truth_files = [p for p in truth_dir.rglob("*") if p.is_file()] if truth_dir.is_dir() \
+            else []
+        check_outputs(files=[output], inputs=[*run_inputs(run_dir), *truth_files])
     latent_path = run_dir / LATENT
     if not latent_path.is_file():
         raise UserInputError(f"{latent_path}: not found; has training finished?")
@@ -171,4 +177,6 @@ def evaluate_run(run_dir: str | Path, truth_dir: str | Path, maps: bool = True,
         report["maps"] = per_map
         if per_map:
             report["map_fsc_auc_mean"] = float(np.mean([m["auc"] for m in per_map]))
+    if output is not None:
+        write_json(output, report)
     return report

@@ -8,7 +8,6 @@ projections (top row) and central sections (bottom row) along z, y and x.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from hetsiren.train.runio import LOG, atomic_write
+from hetsiren.train.runio import atomic_write
 
 __all__ = [
     "cluster_colours",
@@ -28,7 +27,6 @@ __all__ = [
     "plot_fsc",
     "plot_landscape",
     "plot_training_curves",
-    "read_training_log",
     "save_figure",
 ]
 
@@ -130,22 +128,6 @@ def plot_explained_variance(ratio: np.ndarray, path: str | Path) -> Path:
     ax.set_ylim(0, 105)
     ax.legend(frameon=False, fontsize=8)
     return save_figure(fig, path)
-
-
-def read_training_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Entries of ``RUN/log.jsonl`` (empty when missing; a torn last line is skipped)."""
-    path = Path(run_dir) / LOG
-    if not path.is_file():
-        return []
-    entries = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s:%d: not JSON, skipped", path, n)
-    return entries
 
 
 def plot_training_curves(entries: Sequence[dict[str, Any]], path: str | Path) -> Path | None:

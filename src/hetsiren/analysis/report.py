@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,14 +109,22 @@ def _report_data(run_dir: Path, record: dict[str, Any], result: AnalysisResult, 
 
 def build_report_html(data: dict[str, Any], config_record: dict[str, Any]) -> str:
     """The page for ``data`` (see ``_report_data``) and the run's ``config.json`` record."""
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    # "<" as its JSON escape: no user text can close the <script> element or open a comment.
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     config_text = html.escape(json.dumps(config_record, indent=2, default=str))
     title = html.escape(f"HetSIREN landscape - {data['run']['name']}")
-    return (_TEMPLATE.replace("%%TITLE%%", title)
-            .replace("%%CONFIG%%", config_text)
-            .replace("%%STYLE%%", _STYLE)
-            .replace("%%SCRIPT%%", _SCRIPT)
-            .replace("%%DATA%%", payload))
+    return _fill_template(_TEMPLATE, {"TITLE": title, "CONFIG": config_text, "STYLE": _STYLE,
+                                      "SCRIPT": _SCRIPT, "DATA": payload})
+
+
+# A marker of the template: %%NAME%%.
+_MARKER = re.compile(r"%%([A-Z]+)%%")
+
+
+def _fill_template(template: str, values: dict[str, str]) -> str:
+    """Replace every marker of ``template`` in one pass: text put in (paths, config values
+    chosen by the user) is never scanned for markers again, whatever it contains."""
+    return _MARKER.sub(lambda m: values[m.group(1)], template)
 
 
 def write_report(path: str | Path, run_dir: str | Path, record: dict[str, Any],

@@ -36,6 +36,7 @@ import numpy as np
 
 from hetsiren.analysis.landscape import LatentPCA, cluster_latent, fit_pca
 from hetsiren.errors import UserInputError
+from hetsiren.outputs import check_outputs
 
 __all__ = [
     "ExportResult",
@@ -321,8 +322,8 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
         k: clusters to use when the run has no stored labels (or to re-cluster with).
     """
     from hetsiren.analysis.analyze import load_latent
-    from hetsiren.io import read_particles
-    from hetsiren.train.runio import read_run_config
+    from hetsiren.io import input_files, read_particles
+    from hetsiren.train.runio import read_run_config, run_inputs
 
     if clusters is None and indices is None and region is None:
         raise UserInputError("choose particles with --clusters, --indices or --region")
@@ -353,11 +354,10 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
     if not Path(source).exists():
         raise UserInputError(
             f"{source}: the run's particle file is not there (moved?); pass --particles FILE")
-    if Path(out_path).resolve() == Path(source).resolve():
-        raise UserInputError(
-            f"{out_path}: this is the run's particle file; write the subset to a new file")
     pset = read_particles(source, datadir=datadir or cfg.get("datadir"),
                           pixel_size_A=cfg.get("pixel_size_A"))
+    check_outputs(files=[out_path],
+                  inputs=[*run_inputs(run_dir), *input_files(pset), indices, region])
     if pset.n_particles != n:
         raise UserInputError(
             f"{source} has {pset.n_particles} particles but {run_dir}/latent.npy has {n}: "

@@ -25,10 +25,11 @@ from hetsiren.analysis.landscape import nearest_particles
 from hetsiren.analysis.plots import plot_fsc
 from hetsiren.analysis.select import ANALYSIS_DIR, load_labels
 from hetsiren.errors import UserInputError
-from hetsiren.io import read_particles, write_map
+from hetsiren.io import input_files, read_particles, write_map
+from hetsiren.outputs import check_outputs
 from hetsiren.physics import FSCCurve, fsc, reconstruct_particles, resolution_at
 from hetsiren.train.inference import decode_latent, load_run, read_latent_points
-from hetsiren.train.runio import write_json
+from hetsiren.train.runio import locks_run, write_json
 
 __all__ = ["ValidationResult", "validate_point", "validate_run"]
 
@@ -61,6 +62,10 @@ class ValidationResult:
         }
 
 
+# The maps validate_point writes, in this order.
+_MAPS = ("decoded", "reconstruction", "half1", "half2")
+
+
 def _curve_dict(label: str, curve: FSCCurve) -> dict[str, Any]:
     return {"label": label, "frequency_per_A": curve.frequency_per_A.tolist(),
             "fsc": curve.fsc.tolist()}
@@ -86,16 +91,17 @@ def validate_point(run_dir: str | Path, point: np.ndarray, out_dir: str | Path,
         raise UserInputError(
             f"{cfg.particles} has {particles.n_particles} particles, fewer than the run's latent "
             "vectors: is it the file the run was trained on?")
+    out = Path(out_dir)
+    check_outputs(files=[out / f"{name}.mrc" for name in _MAPS], folders=[out],
+                  inputs=input_files(particles))
     decoded = decode_latent(model, np.asarray(point, dtype=np.float32)[None], dev)[0]
     recon = reconstruct_particles(particles, indices=np.sort(rows), box=prep.box,
                                   half_maps=True, device=dev,
                                   progress=progress is not False)
     pixel_A = prep.pixel_size_A
     versus = fsc(torch.from_numpy(decoded), torch.from_numpy(recon.map), pixel_A)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, volume in (("decoded", decoded), ("reconstruction", recon.map),
-                         ("half1", recon.half1), ("half2", recon.half2)):
+    for name, volume in zip(_MAPS, (decoded, recon.map, recon.half1, recon.half2), strict=True):
         write_map(out / f"{name}.mrc", volume, pixel_A)
     plot_fsc([_curve_dict("half maps", recon.fsc),
               _curve_dict("decoded vs reconstruction", versus)],
@@ -109,6 +115,7 @@ def validate_point(run_dir: str | Path, point: np.ndarray, out_dir: str | Path,
     return result
 
 
+@locks_run
 def validate_run(run_dir: str | Path, cluster: int | None = None, z_file: str | Path | None = None,
                  n_particles: int = DEFAULT_N_PARTICLES, device: str = "auto",
                  progress: bool | None = None, k: int | None = None) -> ValidationResult:

@@ -27,6 +27,7 @@ def main(args: argparse.Namespace) -> int:
 
     zdim = int(read_run_config(args.run)["config"]["zdim"])
     z = read_latent_points(args.z, zdim)
-    paths = decode_to_files(args.run, z, args.output, device=args.device, prefix=args.prefix)
+    paths = decode_to_files(args.run, z, args.output, device=args.device, prefix=args.prefix,
+                            inputs=[args.z])
     print(f"wrote {len(paths)} maps to {args.output}")
     return 0

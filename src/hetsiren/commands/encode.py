@@ -25,11 +25,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from hetsiren.train import encode_file
-    from hetsiren.train.runio import write_npy
 
     z = encode_file(args.run, args.particles, datadir=args.datadir,
                     pixel_size_A=args.pixel_size, device=args.device,
-                    batch_size=args.batch_size)
-    write_npy(args.output, z)
+                    batch_size=args.batch_size, output=args.output)
     print(f"wrote {z.shape[0]} latent vectors ({z.shape[1]} dims) to {args.output}")
     return 0

@@ -27,10 +27,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from hetsiren.analysis.evaluate import evaluate_run
-    from hetsiren.train.runio import write_json
 
-    report = evaluate_run(args.run, args.truth, maps=not args.no_maps, device=args.device)
-    if args.output:
-        write_json(args.output, report)
+    report = evaluate_run(args.run, args.truth, maps=not args.no_maps, device=args.device,
+                          output=args.output)
     print(json.dumps(report, indent=2))
     return 0

@@ -41,7 +41,8 @@ def _half_path(output: Path, n: int) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
-    from hetsiren.io import read_particles, write_map
+    from hetsiren.io import input_files, read_particles, write_map
+    from hetsiren.outputs import check_outputs
     from hetsiren.physics import reconstruct_particles, resolution_at
 
     output = Path(args.output)
@@ -51,6 +52,9 @@ def main(args: argparse.Namespace) -> int:
         raise UserInputError(f"--batch-size {args.batch_size}: expected a positive integer")
     particles = read_particles(args.particles, datadir=args.datadir,
                                pixel_size_A=args.pixel_size_A, require_images=True)
+    outputs = [output] + ([_half_path(output, 1), _half_path(output, 2)] if args.half_maps
+                          else [])
+    check_outputs(files=outputs, inputs=input_files(particles))
     result = reconstruct_particles(particles, box=args.box, half_maps=args.half_maps,
                                    batch_size=args.batch_size, device=args.device,
                                    progress=True)

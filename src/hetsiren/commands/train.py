@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from pathlib import Path
 
 # Fields that are not plain flags, or whose flag is not the kebab-case field name.
 _POSITIONAL = "particles"
 _SKIPPED = {"extra"}
 _FLAG_NAMES = {"pixel_size_A": ["--pixel-size"], "ctf_mode": ["--ctf-mode", "--ctf"]}
-# Options a resumed run takes from the command line only when given (--epochs to extend it).
-_KEPT_ON_RESUME = ("epochs",)
 
 
 def _config_fields():
@@ -35,8 +34,12 @@ def _config_fields():
             if f.name not in _SKIPPED and f.name != _POSITIONAL]
 
 
+def _names(text: str) -> list[str]:
+    return [n.strip().replace("-", "_") for n in text.split(",") if n.strip()]
+
+
 def add_args(p: argparse.ArgumentParser) -> None:
-    from hetsiren.train.config import TrainConfig, field_help
+    from hetsiren.train.config import RESUME_FREE, TrainConfig, field_help
 
     helps = field_help()
     p.add_argument("particles", help=helps[_POSITIONAL])
@@ -45,12 +48,19 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="use the paper's --lr 1e-5, --batch-size 8, --epochs 50 and --omega0 30 "
                         "(set for ~1e5 particles on a GPU) instead of ours")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --output from its last complete epoch")
+                   help="continue the run in --output from its last complete epoch, with its "
+                        f"stored options (only {', '.join('--' + n for n in RESUME_FREE)} may "
+                        "differ); a run stopped before its first checkpoint starts again")
+    p.add_argument("--allow-change", type=_names, default=[], metavar="NAMES",
+                   help="with --resume: options that may differ from the stored ones, e.g. "
+                        "lr,batch-size (the change is recorded in config.json)")
     for f, hint in _config_fields():
         flags = _FLAG_NAMES.get(f.name, [f"--{f.name.replace('_', '-')}"])
-        kwargs: dict = {"dest": f.name, "help": helps.get(f.name, "")}
         default = getattr(TrainConfig, f.name, None) if f.default is dataclasses.MISSING \
             else f.default
+        # Every option defaults to None = "not given": a resumed run then keeps its own value,
+        # and only what was typed counts as a change.
+        kwargs: dict = {"dest": f.name, "help": helps.get(f.name, ""), "default": None}
         args = typing.get_args(hint)
         if hint is bool:
             if default:
@@ -59,35 +69,41 @@ def add_args(p: argparse.ArgumentParser) -> None:
             else:
                 kwargs.update(action="store_true")
         elif typing.get_origin(hint) is typing.Literal:
-            kwargs.update(choices=list(args), default=default)
+            kwargs.update(choices=list(args))
         elif typing.get_origin(hint) is tuple:
-            kwargs.update(type=int, nargs="+", default=list(default))
+            kwargs.update(type=int, nargs="+")
+            default = " ".join(map(str, default))
         else:
-            base = next((a for a in args if a is not type(None)), hint) if args else hint
-            kwargs.update(type=base, default=default)
-        if "help" in kwargs and kwargs.get("default") is not None and not isinstance(
-                kwargs.get("default"), bool):
-            kwargs["help"] += " (default: %(default)s)"
-        if f.name in _KEPT_ON_RESUME:
-            # None = "not given": a resumed run keeps its own value unless asked otherwise.
-            kwargs["help"] = kwargs["help"].replace("%(default)s", str(default))
-            kwargs["default"] = None
+            kwargs.update(type=next((a for a in args if a is not type(None)), hint) if args
+                          else hint)
+        if default is not None and not isinstance(default, bool):
+            kwargs["help"] += f" (default: {default})"
         p.add_argument(*flags, **kwargs)
 
 
 def main(args: argparse.Namespace) -> int:
+    from hetsiren.errors import UserInputError
     from hetsiren.train import PAPER_DEFAULTS, TrainConfig, train
-    from hetsiren.train.runio import read_run_config
+    from hetsiren.train.runio import CONFIG, read_run_config
 
-    values = {f.name: getattr(args, f.name) for f, _ in _config_fields()}
-    for name in _KEPT_ON_RESUME:
-        if values[name] is None:
-            stored = read_run_config(args.output)["config"] if args.resume else {}
-            values[name] = stored.get(name, getattr(TrainConfig, name))
-    values["multires"] = tuple(values["multires"])
-    if args.paper_defaults:
-        values.update(PAPER_DEFAULTS)
-    cfg = TrainConfig(particles=args.particles, **values)
-    result = train(cfg, args.output, resume=args.resume)
-    print(f"trained {result.epochs_done} epochs; latent space in {result.run_dir}/latent.npy")
+    given = {f.name: getattr(args, f.name) for f, _ in _config_fields()
+             if getattr(args, f.name) is not None}
+    if "multires" in given:
+        given["multires"] = tuple(given["multires"])
+    if args.allow_change and not args.resume:
+        raise UserInputError("--allow-change only applies with --resume")
+    if args.resume and (Path(args.output) / CONFIG).is_file():
+        # The stored options, with what the command line gives on top (checked by train).
+        stored = read_run_config(args.output)["config"]
+        cfg = TrainConfig.from_dict({**stored, "particles": args.particles, **given})
+    else:
+        base = dict(PAPER_DEFAULTS) if args.paper_defaults else {}
+        cfg = TrainConfig(particles=args.particles, **{**base, **given})
+    result = train(cfg, args.output, resume=args.resume, allow_changes=tuple(args.allow_change))
+    new = result.epochs_done - result.first_epoch
+    done = (f"trained {new} epochs ({result.first_epoch + 1}-{result.epochs_done})" if new else
+            f"no epoch to train: the run already has {result.epochs_done} (give a larger "
+            "--epochs to continue it)")
+    print(f"{done}; the run has {result.epochs_done} epochs; latent space in "
+          f"{result.run_dir}/latent.npy")
     return 0

@@ -6,12 +6,12 @@ RELION/CTFFIND units, images read lazily), and the writers give the user back th
 with only our columns changed.
 """
 
-from hetsiren.io.atomic import atomic_path
 from hetsiren.io.cryosparc import write_cs
-from hetsiren.io.formats import describe_particles, read_particles, read_rotations
+from hetsiren.io.formats import describe_particles, input_files, read_particles, read_rotations
 from hetsiren.io.mrc import MrcImageSource, MrcStackWriter, read_map, write_map
 from hetsiren.io.particles import CTFParams, ImageSource, ParticleSet
 from hetsiren.io.star import write_new_star, write_star
+from hetsiren.outputs import atomic_path
 
 __all__ = [
     "CTFParams",
@@ -21,6 +21,7 @@ __all__ = [
     "ParticleSet",
     "atomic_path",
     "describe_particles",
+    "input_files",
     "read_map",
     "read_particles",
     "read_rotations",

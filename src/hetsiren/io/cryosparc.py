@@ -27,9 +27,9 @@ from hetsiren.geometry import (
     rotvec_cryosparc_to_matrix,
     shifts_A_to_px,
 )
-from hetsiren.io.atomic import atomic_path
 from hetsiren.io.particles import CTFParams, ParticleSet
 from hetsiren.io.stacks import image_source_from_paths
+from hetsiren.outputs import atomic_path
 
 __all__ = ["read_cs_particles", "write_cs"]
 
@@ -132,6 +132,12 @@ def read_cs_particles(path: str | Path, datadir: str | Path | None = None,
         pixel = np.full(n, float(pixel_size_A))
     elif "blob/psize_A" in names:
         pixel = _field(path, arr, "blob/psize_A")
+        bad = ~(np.isfinite(pixel) & (pixel > 0))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise UserInputError(
+                f"{path}: row {row + 1}, field blob/psize_A: pixel size {pixel[row]:g} Å; "
+                "expected a positive value (or pass --pixel-size)")
     elif images.voxel_size_A:
         pixel = np.full(n, float(images.voxel_size_A))
     elif require_pixel_size:

@@ -13,7 +13,7 @@ from hetsiren.io.mrc import MrcImageSource, read_stack_header
 from hetsiren.io.particles import ParticleSet
 from hetsiren.io.star import read_star_particles
 
-__all__ = ["describe_particles", "image_names_of", "read_particles", "stack_refs_of"]
+__all__ = ["describe_particles", "image_names_of", "input_files", "read_particles", "stack_refs_of"]
 
 _STACK_SUFFIXES = (".mrcs", ".mrc", ".st")
 
@@ -76,6 +76,16 @@ def read_particles(path: str | Path, datadir: str | Path | None = None,
     if require_images and isinstance(particles.images, MrcImageSource):
         particles.images.check_available()
     return particles
+
+
+def input_files(particles: ParticleSet) -> list[Path]:
+    """Every file a particle set is read from: the metadata file, a cryoSPARC passthrough and
+    the image stacks found. Outputs are checked against these (hetsiren.outputs)."""
+    meta = particles.metadata
+    files = [Path(p) for p in (meta.get("path"), meta.get("passthrough")) if p]
+    if isinstance(particles.images, MrcImageSource):
+        files += [h.path for h in particles.images.headers.values()]
+    return files
 
 
 def read_rotations(path: str | Path) -> np.ndarray:
@@ -141,6 +151,9 @@ def _optics_groups(p: ParticleSet) -> list[dict[str, Any]]:
     if ctf is not None:
         cols += [ctf.voltage_kv, ctf.cs_mm, ctf.amplitude_contrast]
     table = np.round(np.stack(cols, axis=1), 6)
+    # An unknown value (NaN: e.g. the pixel size of a RELION 3.0 file whose stacks are not
+    # found) is one value, not one per particle: NaN never equals NaN, so give it one code.
+    table[np.isnan(table)] = np.inf
     uniq, inverse, counts = np.unique(table, axis=0, return_inverse=True, return_counts=True)
     for k, (values, count) in enumerate(zip(uniq, counts, strict=True)):
         first = int(np.flatnonzero(inverse.reshape(-1) == k)[0])

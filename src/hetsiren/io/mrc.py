@@ -21,7 +21,7 @@ import numpy as np
 from mrcfile import utils as mrc_utils
 
 from hetsiren.errors import UserInputError
-from hetsiren.io.atomic import atomic_path
+from hetsiren.outputs import atomic_path
 
 __all__ = [
     "MrcImageSource",
@@ -95,15 +95,42 @@ def read_stack_header(path: str | Path) -> StackHeader:
                        voxel_size_A=voxel)
 
 
-def read_map(path: str | Path) -> tuple[np.ndarray, float]:
-    """Read a cubic map: ``(D, D, D)`` float32 volume ``[z, y, x]`` and its voxel size in Å."""
+def read_map(path: str | Path, what: str = "map") -> tuple[np.ndarray, float]:
+    """Read and check a cubic map: ``(D, D, D)`` float32 volume ``[z, y, x]`` and its voxel
+    size in Å.
+
+    Every map a command reads comes through here, so every one is checked the same way: a 3D
+    cubic array, a positive finite header voxel size, finite values, not empty (constant).
+
+    Args:
+        path: the MRC file.
+        what: what the map is for ("reference map", "mask"...), named in error messages.
+    """
     header = read_stack_header(path)
     shape = (header.n_images, header.ny, header.nx)
+    if header.n_images == 1 and header.ny > 1:
+        raise UserInputError(f"{path}: the {what} is a single 2D image ({header.ny}x"
+                             f"{header.nx}); expected a 3D map")
     if not (shape[0] == shape[1] == shape[2]):
-        raise UserInputError(f"{path}: expected a cubic map, got shape (z, y, x) = {shape}")
+        raise UserInputError(f"{path}: expected a cubic {what}, got shape (z, y, x) = {shape}")
+    voxel = header.voxel_size_A
+    if not (np.isfinite(voxel) and voxel > 0):
+        raise UserInputError(
+            f"{path}: the {what}'s header gives a voxel size of {voxel:g} Å; expected a positive "
+            "value (mrcfile.new writes 0 unless told): set it in the header, e.g. "
+            "relion_image_handler --i MAP --o FIXED --angpix A --force_header_angpix")
     data = np.fromfile(header.path, dtype=header.dtype, count=int(np.prod(shape)),
                        offset=header.data_offset).reshape(shape)
-    return np.ascontiguousarray(data, dtype=np.float32), header.voxel_size_A
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    finite = np.isfinite(data)
+    if not finite.all():
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise UserInputError(
+            f"{path}: the {what} has {int((~finite).sum())} NaN or Inf values (first at voxel "
+            f"(z, y, x) = {first}); expected finite values")
+    if data.min() == data.max():
+        raise UserInputError(f"{path}: the {what} is empty: every voxel is {float(data.flat[0]):g}")
+    return data, voxel
 
 
 def write_map(path: str | Path, volume: np.ndarray, voxel_size_A: float) -> Path:
@@ -272,9 +299,30 @@ class MrcImageSource:
                 f"{self.source}: the metadata gives a box of {box_size} px but the stack "
                 f"{boxes[found_box][0]} holds {found_box}x{found_box} images")
         self.box_size = int(found_box if found_box is not None else (box_size or 0))
+        self._warn_duplicates()
         if self.missing_stacks:
             log.warning("%s: %d of %d image stacks not found (first: %s)", self.source,
                         len(self.missing_stacks), len(self.stack_paths), self.missing_stacks[0])
+
+    def _warn_duplicates(self) -> None:
+        """Rows that refer to an image another row already uses count twice in training."""
+        n = len(self.stack_of_particle)
+        if n < 2:
+            return
+        key = (self.stack_of_particle.astype(np.int64) * (int(self.index_in_stack.max()) + 1)
+               + self.index_in_stack)
+        _, first, counts = np.unique(key, return_index=True, return_counts=True)
+        if (counts == 1).all():
+            return
+        dup = np.ones(n, dtype=bool)
+        dup[first] = False
+        row = int(np.flatnonzero(dup)[0])
+        original = int(np.flatnonzero(key == key[row])[0])
+        log.warning(
+            "%s: %d rows refer to an image another row already uses (e.g. rows %d and %d: "
+            "image %d of %s); each copy counts as a separate particle", self.source or "images",
+            int(dup.sum()), original + 1, row + 1, int(self.index_in_stack[row]) + 1,
+            self.stack_names[int(self.stack_of_particle[row])])
 
     def __len__(self) -> int:
         return len(self.stack_of_particle)
@@ -341,7 +389,23 @@ class MrcImageSource:
             for pos, j in zip(part.tolist(), images[part].tolist(), strict=True):
                 raw = os.pread(fd, nbytes, header.data_offset + j * nbytes)
                 out[pos] = np.frombuffer(raw, dtype=header.dtype).reshape(header.ny, header.nx)
+        self._check_finite(indices, out)
         return out
+
+    def _check_finite(self, indices: np.ndarray, images: np.ndarray) -> None:
+        """Name the first particle whose image holds NaN or Inf (one NaN pixel makes every
+        loss NaN, far from where it came from)."""
+        finite = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        if finite.all():
+            return
+        pos = int(np.flatnonzero(~finite)[0])
+        i = int(indices[pos])
+        stack = self.stack_paths[int(self.stack_of_particle[i])]
+        bad = int((~np.isfinite(images[pos])).sum())
+        raise UserInputError(
+            f"{stack}: image {int(self.index_in_stack[i]) + 1} (particle {i + 1} of "
+            f"{self.source or stack}) has {bad} NaN or Inf pixels; remove that particle from "
+            "the file or re-extract it")
 
     def __getstate__(self) -> dict:
         # File descriptors do not survive pickling (DataLoader workers): reopen lazily.

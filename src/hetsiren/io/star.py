@@ -43,9 +43,9 @@ from hetsiren.geometry import (
     shifts_A_to_px,
     shifts_px_to_A,
 )
-from hetsiren.io.atomic import atomic_path
 from hetsiren.io.particles import CTFParams, ParticleSet
 from hetsiren.io.stacks import image_source_from_names
+from hetsiren.outputs import atomic_path
 
 __all__ = ["read_star_particles", "write_new_star", "write_star", "write_star_blocks"]
 

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from hetsiren.errors import UserInputError
 from hetsiren.io import MrcStackWriter, read_rotations, write_map, write_new_star
 from hetsiren.io.particles import CTFParams
+from hetsiren.outputs import check_outputs, honour_umask
 from hetsiren.physics import apply_ctf, compute_ctf, project_volume_reference
 
 __all__ = ["SimulationSpec", "simulate_dataset"]
@@ -129,6 +130,7 @@ def simulate_dataset(
     """
     spec.validate()
     out_dir = Path(out_dir)
+    check_outputs(folders=[out_dir])
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserInputError(f"{out_dir} exists and is not empty; choose a new -o")
     rng = np.random.default_rng(spec.seed)
@@ -140,6 +142,7 @@ def simulate_dataset(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    honour_umask(staging, folder=True)  # mkdtemp makes it private (0700)
     try:
         # Noise level from the signal variance of a first sample of particles.
         probe = np.arange(min(n, 256))

@@ -11,16 +11,27 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from hetsiren.errors import UserInputError
 
-__all__ = ["PAPER_DEFAULTS", "REF_AUTO", "TrainConfig", "field_help"]
+__all__ = ["PAPER_DEFAULTS", "REF_AUTO", "RESUME_FIXED", "RESUME_FREE", "TrainConfig", "field_help",
+           "resume_changes"]
 
 REF_AUTO = "auto"
 """``--ref auto``: V0 is a homogeneous reconstruction of the particles themselves."""
+
+RESUME_FREE = ("epochs", "device", "amp")
+"""Options a resumed run takes from the command line without being asked: how long and where
+it runs. Any other change (particle file, --lr...) must be allowed by name."""
+
+RESUME_FIXED = ("zdim", "box", "encoder", "hidden_width", "activation", "refine_pose", "ref",
+                "mask", "pixel_size_A")
+"""Options a resumed run can never change: they shape the weights, or are already inside the
+checkpoint (V0 and the mask) or its preprocessing (box, pixel size)."""
 
 EncoderKind = Literal["conv", "mlp"]
 Activation = Literal["siren", "relu"]
@@ -139,6 +150,10 @@ class TrainConfig:
             bad(f"--lr-final-fraction must be in (0, 1], got {self.lr_final_fraction}")
         if not self.grad_clip > 0:
             bad(f"--grad-clip must be positive, got {self.grad_clip}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
         if self.lr <= 0:
             bad(f"--lr must be positive, got {self.lr}")
         if not self.multires or any(f < 1 for f in self.multires) or self.multires[0] != 1:
@@ -171,6 +186,44 @@ class TrainConfig:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserInputError(f"{path}: cannot read run configuration ({exc})") from exc
         return cls.from_dict(data.get("config", data))
+
+
+def _option(name: str) -> str:
+    return "particle file" if name == "particles" else f"--{name.replace('_', '-')}"
+
+
+def resume_changes(stored: TrainConfig, requested: TrainConfig,
+                   allowed: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+    """The options ``requested`` changes from a run's ``stored`` configuration, checked.
+
+    Returns ``{name: (stored value, requested value)}`` for every difference. Raises
+    :class:`UserInputError` for a difference outside :data:`RESUME_FREE` and ``allowed``:
+    resuming with another particle file, latent size or learning rate would silently train a
+    different run than the one its folder records.
+    """
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
+    unknown = sorted(set(allowed) - known)
+    if unknown:
+        raise UserInputError(f"--allow-change {','.join(unknown)}: not an option of train "
+                             f"(expected names such as lr, batch_size, particles)")
+    changes = {name: (getattr(stored, name), getattr(requested, name)) for name in sorted(known)
+               if getattr(stored, name) != getattr(requested, name)}
+
+    def detail(names: list[str]) -> str:
+        return "; ".join(f"{_option(n)} {changes[n][1]} (the run has {changes[n][0]})"
+                         for n in names)
+
+    fixed = [name for name in changes if name in RESUME_FIXED]
+    if fixed:
+        raise UserInputError(f"--resume with different options: {detail(fixed)}. These define "
+                             "the trained model and cannot change: drop them, or start a new "
+                             "run in another folder")
+    refused = [name for name in changes if name not in RESUME_FREE and name not in allowed]
+    if refused:
+        raise UserInputError(
+            f"--resume with different options: {detail(refused)}. A resumed run keeps its own "
+            f"options: drop these, or allow the change with --allow-change {','.join(refused)}")
+    return changes
 
 
 def field_help() -> dict[str, str]:

@@ -8,6 +8,7 @@ trainer uses the same builders so that a run rebuilds exactly from its ``config.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,16 @@ from tqdm.auto import tqdm
 
 from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
-from hetsiren.io import read_particles, write_map
+from hetsiren.io import input_files, read_particles, write_map
 from hetsiren.io.particles import ParticleSet
 from hetsiren.model import HetSIRENNet, NetworkConfig
 from hetsiren.model.forward import HetSIREN
 from hetsiren.model.volume import MaskedVolume
+from hetsiren.outputs import check_outputs
 from hetsiren.physics import compute_ctf, wiener_filter
 from hetsiren.train.config import TrainConfig
 from hetsiren.train.data import Batch, Preprocessing, iterate_batches
-from hetsiren.train.runio import load_checkpoint, read_run_config
+from hetsiren.train.runio import MODEL, load_checkpoint, read_run_config, run_inputs, write_npy
 
 __all__ = [
     "build_model", "ctf_of", "decode_latent", "decode_to_files", "encode_file",
@@ -60,13 +62,22 @@ def build_model(cfg: TrainConfig, box: int, v0: torch.Tensor | None,
     return HetSIREN(net, volume)
 
 
-def model_from_state(cfg: TrainConfig, box: int, state: dict) -> HetSIREN:
-    """Rebuild the module from a checkpoint's state dict (V0 and mask are in it)."""
-    v0 = state["volume.v0_grid"]
-    mask = torch.zeros(box**3, dtype=torch.bool)
-    mask[state["volume.decoder_index"]] = True
-    model = build_model(cfg, box, v0, mask.reshape(box, box, box))
-    model.load_state_dict(state)
+def model_from_state(cfg: TrainConfig, box: int, state: dict, source: str | Path = "model.pt"
+                     ) -> HetSIREN:
+    """Rebuild the module from a checkpoint's state dict (V0 and mask are in it).
+
+    Raises :class:`UserInputError` naming ``source`` when the weights do not fit ``cfg``.
+    """
+    try:
+        v0 = state["volume.v0_grid"]
+        mask = torch.zeros(box**3, dtype=torch.bool)
+        mask[state["volume.decoder_index"]] = True
+        model = build_model(cfg, box, v0, mask.reshape(box, box, box))
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError, IndexError, TypeError) as exc:
+        detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+        raise UserInputError(f"{source}: the weights do not fit the run's configuration "
+                             f"({detail}); is it this run's checkpoint?") from exc
     return model
 
 
@@ -113,7 +124,8 @@ def load_run(run_dir: str | Path, device: str = "auto"
     prep = Preprocessing(**record["preprocessing"])
     dev = resolve_device(device)
     state = load_checkpoint(run_dir, map_location="cpu")
-    model = model_from_state(cfg, prep.box, state["model"]).to(dev).eval()
+    model = model_from_state(cfg, prep.box, state["model"], Path(run_dir) / MODEL
+                             ).to(dev).eval()
     return cfg, prep, model, dev
 
 
@@ -130,12 +142,21 @@ def decode_latent(model: HetSIREN, z: np.ndarray, device: torch.device) -> np.nd
 
 def encode_file(run_dir: str | Path, particles_path: str | Path, datadir: str | None = None,
                 pixel_size_A: float | None = None, device: str = "auto",
-                batch_size: int = 64) -> np.ndarray:
-    """Latent vectors of the particles in a file, preprocessed as the run's training data."""
+                batch_size: int = 64, output: str | Path | None = None) -> np.ndarray:
+    """Latent vectors of the particles in a file, preprocessed as the run's training data.
+
+    With ``output``, also write them there (``.npy``, float32 ``(N, zdim)``); the path is
+    checked against every file read (run, particle file, stacks) before encoding starts.
+    """
+    if batch_size < 1:
+        raise UserInputError(f"--batch-size {batch_size}: expected a positive integer")
     cfg, prep, model, dev = load_run(run_dir, device)
-    particles = read_particles(particles_path, datadir=datadir, pixel_size_A=pixel_size_A)
+    particles = read_particles(particles_path, datadir=datadir, pixel_size_A=pixel_size_A,
+                               require_images=True)
     if particles.images is None:
         raise UserInputError(f"{particles_path}: no images to encode")
+    if output is not None:
+        check_outputs(files=[output], inputs=[*run_inputs(run_dir), *input_files(particles)])
     if particles.box_size != prep.box_in:
         raise UserInputError(
             f"{particles_path}: images are {particles.box_size} px but {run_dir} was trained "
@@ -145,6 +166,14 @@ def encode_file(run_dir: str | Path, particles_path: str | Path, datadir: str | 
             f"{particles_path}: pixel size {float(particles.pixel_size_A[0]):.4g} Å differs "
             f"from the training data's {prep.pixel_size_in_A:.4g} Å")
     z, _, _ = encode_particles(model, particles, prep, cfg, dev, batch_size=batch_size)
+    bad = ~np.isfinite(z).all(axis=1)
+    if bad.any():
+        raise UserInputError(
+            f"{particles_path}: the encoder gave NaN/Inf latent vectors for {int(bad.sum())} "
+            f"particles (first: particle {int(np.flatnonzero(bad)[0]) + 1}) although their "
+            f"images are finite: the weights in {run_dir}/{MODEL} are probably not finite")
+    if output is not None:
+        write_npy(output, z)
     return z
 
 
@@ -164,15 +193,19 @@ def read_latent_points(path: str | Path, zdim: int) -> np.ndarray:
 
 
 def decode_to_files(run_dir: str | Path, z: np.ndarray, out_dir: str | Path,
-                    device: str = "auto", prefix: str = "map") -> list[Path]:
-    """Decode latent points to ``OUT/{prefix}_NNN.mrc`` maps at the training pixel size."""
+                    device: str = "auto", prefix: str = "map",
+                    inputs: Sequence[str | Path] = ()) -> list[Path]:
+    """Decode latent points to ``OUT/{prefix}_NNN.mrc`` maps at the training pixel size.
+
+    The map paths are checked, before decoding, against the run's files and ``inputs`` (the
+    other files the caller read, e.g. the points file).
+    """
+    out_dir = Path(out_dir)
+    paths = [out_dir / f"{prefix}_{i:03d}.mrc" for i in range(len(z))]
+    check_outputs(files=paths, inputs=[*run_inputs(run_dir), *inputs], folders=[out_dir])
     _, prep, model, dev = load_run(run_dir, device)
     maps = decode_latent(model, z, dev)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, volume in enumerate(maps):
-        path = out_dir / f"{prefix}_{i:03d}.mrc"
+    for path, volume in zip(paths, maps, strict=True):
         write_map(path, volume, prep.pixel_size_A)
-        paths.append(path)
     return paths

@@ -7,32 +7,49 @@ Layout (DESIGN.md contract)::
     RUN/latent.npy         float32 [N, zdim], row i = particle i of the input file
     RUN/poses_refined.star input STAR with refined angles/shifts (pose refinement only)
     RUN/log.jsonl          one line per epoch
+    RUN/.lock              pid, host and command of the process writing the run (while it does)
+
+Only one process writes a run folder at a time: :class:`RunLock` (held by ``train``,
+``analyze`` and ``validate``) gives a second writer a clear error naming the holder, and
+takes over a lock left by a process that died (kill -9, power cut).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
+import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from hetsiren import __version__
 from hetsiren.errors import UserInputError
-from hetsiren.io.atomic import atomic_path
+from hetsiren.outputs import TMP_MARK, atomic_path, describe_os_error, honour_umask
 
 __all__ = [
-    "CONFIG", "LATENT", "LOG", "MODEL", "POSES",
-    "atomic_write", "load_checkpoint", "read_run_config", "save_checkpoint", "write_json",
-    "write_npy",
+    "CONFIG", "LATENT", "LOCK", "LOG", "MODEL", "POSES", "RUN_FILES",
+    "RunLock", "atomic_write", "load_checkpoint", "locks_run", "read_run_config",
+    "read_training_log", "remove_stale_temporaries", "run_inputs", "save_checkpoint",
+    "write_json", "write_npy",
 ]
 
-CONFIG, MODEL, LATENT, LOG, POSES = (
-    "config.json", "model.pt", "latent.npy", "log.jsonl", "poses_refined.star")
+log = logging.getLogger(__name__)
+
+CONFIG, MODEL, LATENT, LOG, POSES, LOCK = (
+    "config.json", "model.pt", "latent.npy", "log.jsonl", "poses_refined.star", ".lock")
+# The files ``train`` writes in a run folder.
+RUN_FILES = (CONFIG, MODEL, LATENT, LOG, POSES)
+# What a checkpoint holds (save_checkpoint).
+_CHECKPOINT_KEYS = ("model", "optimizer", "epoch")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -65,6 +82,11 @@ def run_record(config: dict[str, Any], preprocessing: dict[str, Any]) -> dict[st
     }
 
 
+def run_inputs(run_dir: str | Path) -> list[Path]:
+    """The files of a run that exist: what a command reading the run must not overwrite."""
+    return [p for p in (Path(run_dir) / name for name in RUN_FILES) if p.exists()]
+
+
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG
     try:
@@ -87,6 +109,194 @@ def load_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu
     if not path.is_file():
         raise UserInputError(f"{path}: no checkpoint; train first (hetsiren train ... -o RUN)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, OSError, EOFError) as exc:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise UserInputError(f"{path}: cannot read checkpoint ({exc})") from exc
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UserInputError(f"{path}: not a hetsiren checkpoint: no {', '.join(missing)} "
+                             f"(expected {', '.join(_CHECKPOINT_KEYS)})")
+    return state
+
+
+def read_training_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Entries of ``RUN/log.jsonl`` (empty when missing; a torn line is skipped)."""
+    path = Path(run_dir) / LOG
+    if not path.is_file():
+        return []
+    entries = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        if not isinstance(entry, dict):
+            log.warning("%s:%d: not a JSON object (a line cut by an interruption?), skipped",
+                        path, n)
+            continue
+        entries.append(entry)
+    return entries
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed process left in ``run_dir``
+    (``.model.pt.XXXX.tmp.pt`` ...). Call only while holding the run's :class:`RunLock`."""
+    removed = []
+    for path in Path(run_dir).glob(f".*{TMP_MARK}*"):
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted write in %s (%s)",
+                 len(removed), run_dir, ", ".join(p.name for p in removed))
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+# the run-folder lock
+# --------------------------------------------------------------------------------------------
+def _boot_id() -> str | None:
+    """Changes at every boot (Linux): a pid recorded before a reboot says nothing after it."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+class RunLock:
+    """The right to write one run folder, held for the duration of a ``with`` block.
+
+    The lock is ``RUN/.lock``, created atomically (hard link of a complete temporary file)
+    and holding the writer's pid, host, boot id, start time and command line. A second
+    writer gets a :class:`UserInputError` naming the holder. A lock whose process is gone
+    (same host and boot, no such pid; or written before the last reboot) is stale: it is
+    taken over with a warning. A lock from another host cannot be checked: the error says
+    to delete it if that process is known to be gone.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK
+        self.info = {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id(),
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     "command": " ".join(sys.argv)}
+        self._held = False
+        self._made_folder = False
+
+    def _create(self) -> bool:
+        """Try to create the lock; False when one exists."""
+        fd, tmp = tempfile.mkstemp(prefix=f"{LOCK}.", suffix=TMP_MARK, dir=self.run_dir)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(self.info) + "\n")
+            honour_umask(tmp)
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            except OSError:  # file systems without hard links: exclusive create instead
+                try:
+                    with open(self.path, "x") as fh:
+                        fh.write(json.dumps(self.info) + "\n")
+                except FileExistsError:
+                    return False
+            return True
+        finally:
+            os.unlink(tmp)
+
+    def _holder(self) -> dict[str, Any]:
+        try:
+            holder = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            holder = None
+        if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+            # Only a process that died while writing the fallback lock leaves it unreadable.
+            return {"pid": None, "host": None, "unreadable": True}
+        return holder
+
+    def _is_stale(self, holder: dict[str, Any]) -> bool:
+        if holder.get("unreadable"):
+            return time.time() - self.path.stat().st_mtime > 60
+        if holder.get("host") != self.info["host"]:
+            return False
+        if holder.get("boot_id") and self.info["boot_id"] and \
+                holder["boot_id"] != self.info["boot_id"]:
+            return True
+        return not _pid_alive(int(holder["pid"]))
+
+    def __enter__(self) -> RunLock:
+        try:
+            self._made_folder = not self.run_dir.exists()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for _ in range(3):
+                if self._create():
+                    self._held = True
+                    return self
+                holder = self._holder()
+                if not holder:  # released meanwhile
+                    continue
+                if not self._is_stale(holder):
+                    raise UserInputError(self._busy_message(holder))
+                log.warning("%s: taking over the lock of pid %s on %s (started %s), which is "
+                            "no longer running", self.run_dir, holder.get("pid"),
+                            holder.get("host"), holder.get("started", "?"))
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+        except OSError as exc:
+            raise UserInputError(f"{self.run_dir}: cannot lock the run folder: "
+                                 f"{describe_os_error(exc)}") from exc
+        raise UserInputError(f"{self.path}: another process keeps taking this lock; retry")
+
+    def _busy_message(self, holder: dict[str, Any]) -> str:
+        who = (f"pid {holder['pid']} on host {holder['host']}, since {holder.get('started', '?')}"
+               if holder.get("pid") else "a process that is still creating it")
+        command = f" ({holder['command']})" if holder.get("command") else ""
+        other_host = holder.get("host") not in (None, self.info["host"])
+        hint = (f"; if that process is gone, delete {self.path}" if other_host else
+                "; wait for it to finish, stop it, or use another output folder")
+        return f"{self.run_dir} is being written by another hetsiren process: {who}{command}{hint}"
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._held:
+            return
+        self._held = False
+        try:
+            if json.loads(self.path.read_text()).get("pid") == self.info["pid"]:
+                self.path.unlink()
+            if self._made_folder and not any(self.run_dir.iterdir()):
+                self.run_dir.rmdir()  # a run that failed before writing anything leaves none
+        except (OSError, json.JSONDecodeError):
+            pass
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def locks_run(func: _F) -> _F:
+    """Decorator for functions that write into an existing run folder (their first argument):
+    hold its :class:`RunLock` for the call, so that they never interleave with a training."""
+
+    @functools.wraps(func)
+    def locked(run_dir: str | Path, *args: Any, **kwargs: Any) -> Any:
+        if not Path(run_dir).is_dir():
+            raise UserInputError(f"{run_dir}: not found; expected a hetsiren training run folder")
+        with RunLock(run_dir):
+            return func(run_dir, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]

@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 
 from hetsiren.devices import resolve_device, tune_cpu_allocator
 from hetsiren.errors import UserInputError
-from hetsiren.io import read_map, read_particles, write_star
+from hetsiren.io import input_files, read_map, read_particles, write_star
 from hetsiren.io.particles import ParticleSet
 from hetsiren.model import refine_pose
 from hetsiren.model.forward import HetSIREN
+from hetsiren.outputs import check_outputs
 from hetsiren.physics import (
     apply_ctf,
     downsample,
@@ -32,7 +33,7 @@ from hetsiren.physics import (
     wiener_filter,
 )
 from hetsiren.train import losses as L
-from hetsiren.train.config import REF_AUTO, TrainConfig
+from hetsiren.train.config import REF_AUTO, TrainConfig, resume_changes
 from hetsiren.train.data import (
     Batch,
     Preprocessing,
@@ -51,10 +52,15 @@ from hetsiren.train.runio import (
     CONFIG,
     LATENT,
     LOG,
+    MODEL,
     POSES,
+    RUN_FILES,
+    RunLock,
     atomic_write,
     load_checkpoint,
     read_run_config,
+    read_training_log,
+    remove_stale_temporaries,
     run_record,
     save_checkpoint,
     write_json,
@@ -70,6 +76,9 @@ _SCALE_FIT_SAMPLE = 512
 # Particles backprojected for V0 with --ref auto: beyond ~2e4 the consensus map's FSC gains
 # little at training boxes, and the time grows linearly.
 _CONSENSUS_SAMPLE = 20_000
+# Smallest image the multiresolution loss may downsample to: below 8 px an image holds a
+# handful of Fourier coefficients and the mask of the loss (inscribed circle) almost none.
+_MIN_MULTIRES_BOX = 8
 
 
 class TrainingDiverged(UserInputError):
@@ -80,14 +89,24 @@ class TrainingDiverged(UserInputError):
 class TrainResult:
     run_dir: Path
     epochs_done: int
+    """Epochs the run holds now."""
     latent: np.ndarray
+    first_epoch: int = 0
+    """Epochs it held before this call (0 for a new run): this call trained the rest."""
 
 
 def _read_input_map(path: str, prep: Preprocessing, what: str) -> torch.Tensor:
-    volume, voxel_size_A = read_map(path)
-    if not np.isfinite(volume).all():
-        raise UserInputError(f"{path}: the {what} contains NaN or Inf values")
+    volume, voxel_size_A = read_map(path, what)
     return resample_map(torch.from_numpy(volume), voxel_size_A, prep.pixel_size_A, prep.box)
+
+
+def _read_mask(path: str, prep: Preprocessing) -> torch.Tensor:
+    mask = _read_input_map(path, prep, "mask") > 0.5
+    if not mask.any():
+        raise UserInputError(
+            f"{path}: no voxel of the mask is above 0.5 at the training box ({prep.box} px); "
+            "expected a mask with values from 0 (outside) to 1 (inside)")
+    return mask
 
 
 def _consensus_map(particles: ParticleSet, prep: Preprocessing, cfg: TrainConfig,
@@ -221,14 +240,15 @@ class _Step:
 # --------------------------------------------------------------------------------------------
 # train
 # --------------------------------------------------------------------------------------------
-def _truncate_log(path: Path, last_epoch: int) -> None:
+def _truncate_log(run_dir: Path, last_epoch: int) -> None:
     """Drop log lines of epochs after the checkpoint (an interruption between the log line and
-    the checkpoint would otherwise leave a duplicate epoch after resuming)."""
-    if not path.is_file():
+    the checkpoint would otherwise leave a duplicate epoch after resuming), and a line cut by
+    an interruption."""
+    if not (run_dir / LOG).is_file():
         return
-    lines = [line for line in path.read_text().splitlines()
-             if line.strip() and json.loads(line).get("epoch", 0) <= last_epoch]
-    atomic_write(path, lambda p: p.write_text("".join(f"{line}\n" for line in lines)))
+    lines = [json.dumps(e) for e in read_training_log(run_dir)
+             if e.get("epoch", 0) <= last_epoch]
+    atomic_write(run_dir / LOG, lambda p: p.write_text("".join(f"{line}\n" for line in lines)))
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
@@ -266,6 +286,31 @@ def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
                    mask=absolute(cfg.mask))
 
 
+def _check_multires(cfg: TrainConfig, prep: Preprocessing) -> None:
+    too_far = [f for f in cfg.multires if prep.box // f < _MIN_MULTIRES_BOX]
+    if too_far:
+        raise UserInputError(
+            f"--multires {' '.join(map(str, cfg.multires))}: factor {too_far[0]} would shrink "
+            f"the {prep.box} px training images to {prep.box // too_far[0]} px; expected "
+            f"factors that leave at least {_MIN_MULTIRES_BOX} px")
+
+
+def _diverged(run_dir: Path, epoch: int, losses: dict[str, torch.Tensor]) -> TrainingDiverged:
+    """The error for a non-finite loss in epoch ``epoch + 1``: what is kept, and what to do."""
+    total = float(losses["total"].detach())
+    terms = ", ".join(f"{k}={float(v.detach()):.3g}" for k, v in losses.items())
+    if (run_dir / MODEL).is_file():
+        kept = (f"the checkpoint of epoch {epoch} is kept in {run_dir / MODEL}: lower --lr and "
+                "continue with --resume --allow-change lr")
+    else:
+        kept = (f"no checkpoint was written yet: {run_dir} can be started again (the same "
+                "command, or --resume)")
+    return TrainingDiverged(
+        f"loss became {total} in epoch {epoch + 1} (terms: {terms}); the images are finite "
+        f"(checked as they are read), so the step size is the likely cause: try a lower --lr. "
+        f"{kept}")
+
+
 def _check_trainable(particles: ParticleSet, cfg: TrainConfig) -> None:
     where = cfg.particles
     if not particles.has_poses:
@@ -279,51 +324,104 @@ def _check_trainable(particles: ParticleSet, cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
-          progress: bool | None = None) -> TrainResult:
+          progress: bool | None = None, allow_changes: tuple[str, ...] = ()) -> TrainResult:
     """Train HetSIREN on ``cfg.particles`` and write the run directory.
 
+    The folder is locked for the whole call (:class:`~hetsiren.train.runio.RunLock`). A folder
+    left by a run interrupted before its first checkpoint (``config.json``, no ``model.pt``)
+    is started again from scratch, with a warning, by a plain call or by ``resume``.
+
     Args:
-        cfg: the run's configuration (validated here).
+        cfg: the run's configuration (validated here). With ``resume``: the stored
+            configuration with the caller's changes on top.
         run_dir: output folder (DESIGN.md's run-directory contract).
-        resume: continue from ``run_dir/model.pt`` with the configuration stored there.
+        resume: continue from ``run_dir/model.pt``. Options that differ from the stored ones
+            are refused unless in :data:`~hetsiren.train.config.RESUME_FREE` or
+            ``allow_changes``; ``cfg.epochs`` may not be below the epochs already trained.
         progress: show a progress bar (default: when stderr is a terminal).
+        allow_changes: option names a resumed run may change (e.g. ``("lr",)``).
     """
     run_dir = Path(run_dir)
-    if resume:
-        record = read_run_config(run_dir)
-        stored = TrainConfig.from_dict(record["config"])
-        cfg = replace(stored, epochs=cfg.epochs, device=cfg.device)
-        prep = Preprocessing(**record["preprocessing"])
-    else:
-        cfg = _resolve_paths(cfg)
+    cfg = _resolve_paths(cfg)
     cfg.validate()
+    particles = read_particles(cfg.particles, datadir=cfg.datadir, pixel_size_A=cfg.pixel_size_A)
+    _check_trainable(particles, cfg)
+    check_outputs(files=[run_dir / name for name in RUN_FILES], folders=[run_dir],
+                  inputs=[cfg.particles, cfg.mask, None if cfg.ref == REF_AUTO else cfg.ref,
+                          *input_files(particles)])
+    with RunLock(run_dir):
+        remove_stale_temporaries(run_dir)
+        return _train_locked(cfg, run_dir, particles, resume, progress, allow_changes)
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resume: bool,
+                  progress: bool | None, allow_changes: tuple[str, ...]) -> TrainResult:
+    has_record, has_checkpoint = (run_dir / CONFIG).is_file(), (run_dir / MODEL).is_file()
+    if resume and not has_record:
+        raise UserInputError(f"{run_dir}: no run to resume (no {CONFIG}); start it without "
+                             "--resume")
+    if not resume and has_checkpoint:
+        raise UserInputError(f"{run_dir} already holds a run: use --resume, or another -o")
+    record = read_run_config(run_dir) if has_record else None
+    if record is not None and not (isinstance(record, dict) and "hetsiren_version" in record
+                                   and isinstance(record.get("config"), dict)):
+        raise UserInputError(f"{run_dir / CONFIG}: not a hetsiren run record; this folder "
+                             "belongs to something else: use another -o")
+    if resume:
+        stored = TrainConfig.from_dict(record["config"])
+        changes = resume_changes(stored, cfg, allow_changes)
+        cfg = replace(cfg, extra=stored.extra)
+    if has_record and not has_checkpoint:
+        log.warning("%s holds a run that stopped before its first checkpoint (%s, no %s): "
+                    "%s starts it again from scratch%s", run_dir, CONFIG, MODEL,
+                    "--resume" if resume else "this run",
+                    " with its stored options" if resume else ", with this command's options")
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        cfg = replace(cfg, extra={})
+        resume = False
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         tune_cpu_allocator()
     torch.manual_seed(cfg.seed)
-    particles = read_particles(cfg.particles, datadir=cfg.datadir, pixel_size_A=cfg.pixel_size_A)
-    _check_trainable(particles, cfg)
 
     start_epoch = 0
     if resume:
+        prep = Preprocessing(**record["preprocessing"])
+        trained_on = cfg.extra.get("n_particles")
+        if trained_on is not None and trained_on != particles.n_particles:
+            raise UserInputError(f"{cfg.particles}: {particles.n_particles} particles, but "
+                                 f"{run_dir} was trained on {trained_on}")
         state = load_checkpoint(run_dir, map_location="cpu")
-        model = model_from_state(cfg, prep.box, state["model"]).to(device)
+        model = model_from_state(cfg, prep.box, state["model"], run_dir / MODEL).to(device)
         optimizer = _adam(model, cfg)
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise UserInputError(f"{run_dir / MODEL}: the optimiser state does not fit the "
+                                 f"model ({exc})") from exc
         start_epoch = int(state["epoch"])
-        _truncate_log(run_dir / LOG, start_epoch)
-        log.info("resuming %s after epoch %d", run_dir, start_epoch)
+        if cfg.epochs < start_epoch:
+            raise UserInputError(f"--epochs {cfg.epochs}: {run_dir} has already trained "
+                                 f"{start_epoch} epochs; give --epochs {start_epoch} or more "
+                                 "to continue it")
+        _truncate_log(run_dir, start_epoch)
+        if changes:
+            history = record.get("resumed", []) + [{
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "after_epoch": start_epoch,
+                "changes": {k: list(v) for k, v in changes.items()}}]
+            write_json(run_dir / CONFIG, {**record, "config": cfg.to_dict(), "resumed": history})
+        log.info("resuming %s after epoch %d of %d", run_dir, start_epoch, cfg.epochs)
     else:
-        if (run_dir / CONFIG).exists():
-            raise UserInputError(f"{run_dir} already holds a run: use --resume, or another -o")
         prep = estimate_preprocessing(particles, cfg.box, seed=cfg.seed)
+        _check_multires(cfg, prep)
         if cfg.ref == REF_AUTO:
             v0 = _consensus_map(particles, prep, cfg, device, progress)
         else:
             v0 = _read_input_map(cfg.ref, prep, "reference map") if cfg.ref else None
-        mask = _read_input_map(cfg.mask, prep, "mask") > 0.5 if cfg.mask else None
+        mask = _read_mask(cfg.mask, prep) if cfg.mask else None
         model = build_model(cfg, prep.box, v0, mask).to(device)
-        extra = dict(cfg.extra)
+        extra = {**cfg.extra, "n_particles": particles.n_particles}
         if v0 is not None:
             scale = _fit_reference_scale(model, particles, prep, cfg, device)
             if scale <= 0:
@@ -354,11 +452,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             losses = step(batch, gen)
             total = losses["total"]
             if not torch.isfinite(total):
-                raise TrainingDiverged(
-                    f"loss became {float(total.detach())} in epoch {epoch + 1} (terms: "
-                    + ", ".join(f"{k}={float(v.detach()):.3g}" for k, v in losses.items())
-                    + f"); the last good checkpoint (epoch {epoch}) is kept in {run_dir}. "
-                    "Try a lower --lr.")
+                raise _diverged(run_dir, epoch, losses)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.grad_clip)
@@ -385,7 +479,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     write_npy(run_dir / LATENT, z)
     if cfg.refine_pose:
         _write_refined_poses(run_dir, particles, prep, d_euler, d_shift)
-    return TrainResult(run_dir=run_dir, epochs_done=cfg.epochs, latent=z)
+    return TrainResult(run_dir=run_dir, epochs_done=cfg.epochs, latent=z,
+                       first_epoch=start_epoch)
 
 
 def _write_refined_poses(run_dir: Path, particles: ParticleSet, prep: Preprocessing,
