@@ -40,9 +40,18 @@ SETTINGS = {"decoupling on (default)": {},
 # --------------------------------------------------------------------------------------------
 # worker: one training run in a fresh process (the package comes from PYTHONPATH)
 # --------------------------------------------------------------------------------------------
-def _worker(spec: dict) -> None:
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. Not ru_maxrss: across fork + exec Linux keeps
+    the parent's high-water mark there; VmHWM belongs to the new address space."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker(spec: dict) -> None:
     from hetsiren.train import TrainConfig, train
 
     run_dir = Path(spec["run_dir"])
@@ -51,7 +60,7 @@ def _worker(spec: dict) -> None:
     train(cfg, run_dir, progress=False)
     last = json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])
     print(json.dumps({"images_per_s": last["images_per_s"],
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": _peak_rss_mb()}))
 
 
 def _run_worker(src: Path, spec: dict, threads: int) -> dict:
