@@ -9,6 +9,7 @@ hidden, ready to play with ``vseries play``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,7 @@ def write_chimerax_script(path: str | Path, series: Sequence[MapSeries]) -> Path
     for s in series:
         if not s.paths:
             continue
-        rel = [p.relative_to(path.parent).as_posix() if p.is_absolute() else p.as_posix()
-               for p in s.paths]
+        rel = [_relative_to(p, path.parent) for p in s.paths]
         lines.append(f"# {s.name}: {len(rel)} maps")
         if s.trajectory:
             pattern = _common_glob(rel)
@@ -100,6 +100,12 @@ def write_chimerax_script(path: str | Path, series: Sequence[MapSeries]) -> Path
         lines.append(f"# (a slider for any series:  vseries slider #{m})")
     text = "\n".join(lines) + "\n"
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+def _relative_to(path: Path, folder: Path) -> str:
+    """``path`` as seen from ``folder`` (ChimeraX runs a script from the script's folder), for
+    absolute and working-directory-relative paths alike."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
 
 
 def _common_glob(paths: Sequence[str]) -> str:
