@@ -260,13 +260,15 @@ def latent_column_names(zdim: int, fmt: OutputFormat) -> list[str]:
 
 
 def export_particles(particles: Any, rows: np.ndarray, out_path: str | Path,
-                     z: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None
-                     ) -> Path:
+                     z: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None,
+                     absolute_stack_paths: bool = False) -> Path:
     """Write the particles at ``rows`` (sorted, 0-based) of ``particles`` to ``out_path``.
 
     The format follows the extension (``.star`` or ``.cs``); every column of the input and its
     optics block are kept (io's writers). ``z`` (``(N, zdim)``, all particles) adds the latent
     vectors of the selected rows as extra columns; ``extra`` adds other ``(N,)`` columns.
+    Image stack paths are written relative to the output's folder, or absolute with
+    ``absolute_stack_paths`` (what RELION needs when it runs from another folder).
     """
     from hetsiren.io import write_cs, write_star
 
@@ -288,7 +290,7 @@ def export_particles(particles: Any, rows: np.ndarray, out_path: str | Path,
     writer = write_star if fmt == "star" else write_cs
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer(out_path, particles, rows=np.asarray(rows, dtype=np.int64),
-           extra_columns=columns or None)
+           extra_columns=columns or None, absolute_stack_paths=absolute_stack_paths)
     return out_path
 
 
@@ -304,7 +306,7 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
                   clusters: Sequence[int] | None = None, indices: str | Path | None = None,
                   region: str | Path | None = None, add_latent: bool = False,
                   particles: str | Path | None = None, datadir: str | None = None,
-                  k: int | None = None) -> ExportResult:
+                  k: int | None = None, absolute_stack_paths: bool = False) -> ExportResult:
     """Write the particles of a run chosen by clusters, an indices file or a region.
 
     Criteria given together are intersected (e.g. clusters 3 and 7 inside a PC box).
@@ -319,6 +321,8 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
         particles: the particle file the run was trained on (default: the one in its config).
         datadir: folder of the image stacks (default: the config's).
         k: clusters to use when the run has no stored labels (or to re-cluster with).
+        absolute_stack_paths: write absolute image stack paths (default: relative to the
+            output's folder).
     """
     from hetsiren.analysis.analyze import load_latent
     from hetsiren.io import read_particles
@@ -362,6 +366,7 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
         raise UserInputError(
             f"{source} has {pset.n_particles} particles but {run_dir}/latent.npy has {n}: "
             "pass the particle file the run was trained on")
-    path = export_particles(pset, rows, out_path, z=z if add_latent else None)
-    log.info("wrote %d of %d particles to %s", len(rows), n, path)
+    path = export_particles(pset, rows, out_path, z=z if add_latent else None,
+                            absolute_stack_paths=absolute_stack_paths)
+    log.debug("wrote %d of %d particles to %s", len(rows), n, path)
     return ExportResult(path=Path(path), rows=rows, n_particles=n)
