@@ -57,6 +57,7 @@ from hetsiren.train.runio import (
     read_run_config,
     run_record,
     save_checkpoint,
+    save_snapshot,
     write_json,
     write_npy,
 )
@@ -313,6 +314,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
 
     step = _Step(model, cfg, prep, device)
     n = particles.n_particles
+    # One bar for the whole run: tqdm's rate and time left then cover every remaining epoch.
+    bar = tqdm(total=n * (cfg.epochs - start_epoch), unit="img", leave=False,
+               disable=not progress_enabled(progress))
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, epoch)
@@ -321,8 +325,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
         model.train()
-        bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
-                   disable=not progress_enabled(progress), leave=False)
+        bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
         for batch in iterate_batches(particles, prep, order, cfg.batch_size, device):
             losses = step(batch, gen)
             total = losses["total"]
@@ -341,21 +344,25 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm) * b
             bar.update(b)
-            bar.set_postfix(loss=f"{float(total.detach()):.4g}",
-                            img_s=f"{bar.n / (time.perf_counter() - t0):.1f}")
-        bar.close()
+            bar.set_postfix(loss=f"{float(total.detach()):.4g}")
         seconds = time.perf_counter() - t0
         entry = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
                  "seconds": seconds, "images_per_s": n / seconds}
         with open(run_dir / LOG, "a") as fh:  # before the checkpoint: see _truncate_log
             fh.write(json.dumps(entry) + "\n")
         save_checkpoint(run_dir, model, optimizer, epoch + 1)
+        if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0 and epoch + 1 < cfg.epochs:
+            save_snapshot(run_dir, epoch + 1, encode_particles(
+                model, particles, prep, cfg, device, progress=False)[0], model)
         log.info("epoch %d/%d  loss %.5g  %.1f img/s", epoch + 1, cfg.epochs, entry["total"],
                  entry["images_per_s"])
+    bar.close()
 
     z, d_euler, d_shift = encode_particles(model, particles, prep, cfg, device,
                                            progress=progress)
     write_npy(run_dir / LATENT, z)
+    if cfg.snapshot_every:
+        save_snapshot(run_dir, cfg.epochs, z, model)
     if cfg.refine_pose:
         _write_refined_poses(run_dir, particles, prep, d_euler, d_shift)
     return TrainResult(run_dir=run_dir, epochs_done=cfg.epochs, latent=z)
