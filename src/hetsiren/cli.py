@@ -17,8 +17,8 @@ from hetsiren import __version__
 from hetsiren.errors import UserInputError
 
 # Order in `hetsiren --help`: the workflow order. Modules not listed come after, sorted.
-_ORDER = ("info", "simulate", "reconstruct", "train", "encode", "decode", "analyze",
-          "validate", "export", "evaluate", "demo")
+_ORDER = ("info", "simulate", "reconstruct", "train", "convergence", "encode", "decode",
+          "analyze", "landscape", "trajectory", "validate", "export", "evaluate", "demo")
 
 
 def _command_modules():
