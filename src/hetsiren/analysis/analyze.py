@@ -14,6 +14,7 @@ What it writes under ``RUN/analysis/`` (paper Figs. 2, 5, 7):
     *.png                     landscape, density, explained variance, training curves
     chimerax.cxc              opens the maps in ChimeraX (cluster maps tiled, PC trajectories)
     report.html               one self-contained page with all of the above
+    hetsiren_analysis.ipynb   a Jupyter notebook loading this run through the Python API
     summary.json              the parameters of this analysis and the files it wrote
 
 KMeans runs on the full latent; the representative of a cluster is the real particle nearest
@@ -42,6 +43,7 @@ from hetsiren.analysis.landscape import (
     fit_pca,
     sample_pc,
 )
+from hetsiren.analysis.notebook import write_notebook
 from hetsiren.analysis.plots import (
     cluster_colours,
     map_thumbnail,
@@ -357,6 +359,7 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
             series.append(MapSeries(f"pc{pc}", [m.path for m in maps],
                                     float(np.median([m.level for m in maps])), trajectory=True))
         files["chimerax"] = write_chimerax_script(out / "chimerax.cxc", series)
+    files["notebook"] = write_notebook(out)
     if report:
         from hetsiren.analysis.report import write_report
 

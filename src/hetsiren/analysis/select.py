@@ -7,7 +7,7 @@ A selection is a sorted array of 0-based particle indices (rows of the input fil
   are missing, the clustering is re-run with the k and seed stored in ``clusters.json`` (or
   the k given).
 - an indices file: ``.npy`` of integers, or text with integers separated by spaces, commas or
-  newlines (``#`` starts a comment).
+  newlines (``#`` starts a comment); see ``hetsiren.io.indices``.
 - a region file (JSON), one of::
 
       {"space": "pca", "pcs": [1, 2], "polygon": [[x1, y1], [x2, y2], [x3, y3], ...]}
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 
 from hetsiren.analysis.landscape import LatentPCA, cluster_latent, fit_pca
 from hetsiren.errors import UserInputError
+from hetsiren.io.indices import read_indices
 
 __all__ = [
     "ExportResult",
@@ -104,34 +104,6 @@ def select_clusters(labels: np.ndarray, clusters: Sequence[int]) -> np.ndarray:
         raise UserInputError(
             f"--clusters {','.join(map(str, bad))}: clusters are numbered 0..{k - 1}")
     return np.flatnonzero(np.isin(labels, np.asarray(list(clusters))))
-
-
-# --------------------------------------------------------------------------------------------
-# indices
-# --------------------------------------------------------------------------------------------
-def read_indices(path: str | Path, n_particles: int) -> np.ndarray:
-    """Sorted unique 0-based indices from ``.npy`` or text; checked against ``n_particles``."""
-    path = Path(path)
-    try:
-        if path.suffix == ".npy":
-            values = np.load(path).reshape(-1)
-        else:
-            text = re.sub(r"#[^\n]*", "", path.read_text())
-            tokens = [t for t in re.split(r"[\s,;]+", text) if t]
-            values = np.array([float(t) for t in tokens])
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"{path}: cannot read particle indices ({exc})") from exc
-    if values.size == 0:
-        raise UserInputError(f"{path}: no particle indices in it")
-    if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-        raise UserInputError(f"{path}: particle indices must be integers (0-based)")
-    values = values.astype(np.int64)
-    bad = values[(values < 0) | (values >= n_particles)]
-    if bad.size:
-        raise UserInputError(
-            f"{path}: index {int(bad[0])} is out of range: the run has {n_particles} particles, "
-            f"numbered 0..{n_particles - 1} ({bad.size} indices out of range)")
-    return np.unique(values)
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,6 +48,10 @@ class TrainConfig:
     """Reference map V0 (refinement, Eq. 2), or 'auto' to reconstruct V0 from the particles
     at their poses (what to use without a consensus map). Not given: V0 = 0, the paper's full
     heterogeneous reconstruction."""
+    indices: str | None = None
+    """Train on these particles only: 0-based rows of the particle file, as .npy or text (as
+    `export --indices`). The subset is written to RUN/particles_subset.star (or .cs) and the
+    run refers to it, so latent.npy row i is row i of that file."""
     mask: str | None = None
     """Focus mask: the decoder covers only its voxels (Eq. 11) and Eq. 12 applies."""
 

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
-from hetsiren.io import read_map, read_particles, write_star
+from hetsiren.io import read_map, read_particles, write_cs, write_star
+from hetsiren.io.indices import read_indices
 from hetsiren.io.particles import ParticleSet
 from hetsiren.model import refine_pose
 from hetsiren.model.forward import HetSIREN
@@ -52,6 +53,7 @@ from hetsiren.train.runio import (
     LATENT,
     LOG,
     POSES,
+    SUBSET,
     atomic_write,
     load_checkpoint,
     read_run_config,
@@ -238,6 +240,7 @@ def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
         return str(Path(path).resolve()) if path else path
 
     return replace(cfg, particles=absolute(cfg.particles) or "", datadir=absolute(cfg.datadir),
+                   indices=absolute(cfg.indices),
                    ref=cfg.ref if cfg.ref == REF_AUTO else absolute(cfg.ref),
                    mask=absolute(cfg.mask))
 
@@ -252,6 +255,26 @@ def _check_trainable(particles: ParticleSet, cfg: TrainConfig) -> None:
         raise UserInputError(
             f"{where}: no CTF parameters; pass --ctf-mode none if the images are CTF-free or "
             "already corrected")
+
+
+def _train_on_subset(particles: ParticleSet, cfg: TrainConfig, run_dir: Path
+                     ) -> tuple[ParticleSet, TrainConfig]:
+    """``--indices``: write the chosen rows to ``RUN/particles_subset.*`` (stack paths relative
+    to it) and train on that file, so every later command sees the subset as the run's
+    particles."""
+    if (run_dir / CONFIG).exists():
+        raise UserInputError(f"{run_dir} already holds a run: use --resume, or another -o")
+    rows = read_indices(cfg.indices, particles.n_particles)
+    fmt = "cs" if particles.metadata.get("format") == "cs" else "star"
+    path = run_dir / f"{SUBSET}.{fmt}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (write_cs if fmt == "cs" else write_star)(path, particles, rows=rows)
+    log.info("training on %d of %d particles (%s); they are in %s", len(rows),
+             particles.n_particles, cfg.indices, path)
+    extra = {**cfg.extra, "particles_source": cfg.particles, "n_particles_source":
+             particles.n_particles}
+    cfg = replace(cfg, particles=str(path.resolve()), datadir=None, extra=extra)
+    return read_particles(path, pixel_size_A=cfg.pixel_size_A), cfg
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
@@ -276,6 +299,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     particles = read_particles(cfg.particles, datadir=cfg.datadir, pixel_size_A=cfg.pixel_size_A)
+    if cfg.indices and not resume:
+        particles, cfg = _train_on_subset(particles, cfg, run_dir)
     _check_trainable(particles, cfg)
 
     start_epoch = 0
