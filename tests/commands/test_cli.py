@@ -103,3 +103,39 @@ def test_decode_original_size_flip_invert_and_no_overwrite(cropped_run, tmp_path
     assert (tmp_path / "train" / "map_000.mrc").read_bytes() == before
     assert main(base + [str(tmp_path / "train"), "--invert", "--force"]) == 0
     np.testing.assert_allclose(read_map(tmp_path / "train" / "map_001.mrc")[0], -small)
+
+
+def test_help_texts_never_ask_for_none(capsys):
+    """Nobody can type None: every command's help states what happens when an option is not
+    given, in words."""
+    from hetsiren.cli import _command_modules
+
+    for name, _ in _command_modules():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "None =" not in text and "default: None" not in text, name
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Not given: V0 = 0" in text and "not given: the images' own box" in text
+
+
+def test_umap_hint_works_from_a_source_checkout(monkeypatch):
+    import sys
+
+    from hetsiren.analysis.landscape import embed_umap
+    from hetsiren.errors import UserInputError
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    with pytest.raises(UserInputError, match=r"pip install umap-learn"):
+        embed_umap(np.zeros((10, 2), dtype=np.float32))
+
+
+def test_simulate_says_what_it_does(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        simulate_phantom(tmp_path / "s", "discrete", 16, SimulationSpec(n_particles=8, seed=1,
+                                                                        pixel_size_A=8.0))
+    assert "simulating 8 particles of 16 px" in caplog.text
