@@ -30,6 +30,7 @@ import numpy as np
 
 from hetsiren.analysis.chimerax import MapSeries, contour_level, write_movie_script
 from hetsiren.errors import UserInputError
+from hetsiren.train.inference import MapOutput
 from hetsiren.train.runio import atomic_write, write_json
 
 __all__ = ["Trajectory", "graph_path", "interpolate", "trajectory_from_run", "write_trajectory"]
@@ -140,7 +141,8 @@ def trajectory_from_run(run_dir: str | Path, z_start: Sequence[float] | None = N
 
 
 def write_trajectory(run_dir: str | Path, trajectory: Trajectory, out_dir: str | Path,
-                     device: str = "auto", output=None, overwrite: bool = False,
+                     device: str = "auto", output: MapOutput | None = None,
+                     overwrite: bool = False,
                      epoch: int | None = None) -> list[Path]:
     """Decode ``trajectory`` to ``out_dir`` (module docstring) and return the map paths.
 
@@ -149,18 +151,12 @@ def write_trajectory(run_dir: str | Path, trajectory: Trajectory, out_dir: str |
         trajectory: from :func:`interpolate` or :func:`graph_path`.
         out_dir: output folder (created).
         device: where to decode.
-        output: :class:`hetsiren.train.inference.MapOutput` (size, hand, contrast).
+        output: size, hand and contrast of the maps (default: as trained).
         overwrite: replace an earlier trajectory's files there.
         epoch: decode with the decoder of this epoch's snapshot.
     """
     from hetsiren.io import write_map
-    from hetsiren.train.inference import (
-        MapOutput,
-        check_new_output,
-        decode_latent,
-        finish_map,
-        load_run,
-    )
+    from hetsiren.train.inference import check_new_output, decode_latent, finish_map, load_run
 
     out_dir = Path(out_dir)
     n = len(trajectory.z)

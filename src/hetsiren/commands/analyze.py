@@ -2,8 +2,9 @@
 
 Writes RUN/analysis/: PCA (explained variance), optional UMAP, KMeans with --k clusters and
 the real particle nearest each centre as its representative, maps decoded there, maps along
-PC1..PC{--pcs} between percentiles, populations, PNG plots, a ChimeraX .cxc script and
-report.html (self-contained: open it in any browser).
+PC1..PC{--pcs} between percentiles, populations, PNG plots, isosurface pictures of the cluster
+maps, a ChimeraX .cxc script, a Jupyter notebook (hetsiren_analysis.ipynb: the run through
+the Python API) and report.html (self-contained: open it in any browser).
 
 examples:
   hetsiren analyze run
