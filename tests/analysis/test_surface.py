@@ -57,3 +57,12 @@ def test_render_gives_one_panel_per_view(d):
     assert im.size == (128, 64)
     blank = render_surface(np.zeros((8, 8, 8), dtype=np.float32), 1.0, panel_px=64)
     assert Image.open(io.BytesIO(blank)).size == (192, 64)
+
+
+def test_dust_is_hidden_and_the_particle_kept():
+    from hetsiren.analysis.surface import hide_dust
+
+    vol = np.maximum(_sphere(32, 8.0), _sphere(32, 1.5, (3, 3, 3)))  # particle + a speck
+    clean = hide_dust(vol, 0.0)
+    assert (clean > 0).sum() == (_sphere(32, 8.0) > 0).sum()
+    np.testing.assert_array_equal(clean[_sphere(32, 8.0) > 0], vol[_sphere(32, 8.0) > 0])

@@ -179,7 +179,8 @@ _TEMPLATE = """<!DOCTYPE html>
 <section class="card" id="surface-card">
   <h2>Map surfaces</h2>
   <p class="hint">Isosurfaces of the cluster maps at the level the ChimeraX script uses
-  (enclosing 5% of the box), shaded, seen down z, y and x; right-handed views, so a map of
+  (enclosing 5% of the box), dust hidden (pieces under 5% of the largest, as ChimeraX's
+  <code>surface dust</code>), shaded, seen down z, y and x; right-handed views, so a map of
   the wrong hand looks mirrored (fix it with <code>hetsiren decode --flip</code>).</p>
   <div id="surfaces" class="surface-grid"></div>
 </section>

@@ -1,6 +1,7 @@
 """Isosurface pictures of maps: what users look at in ChimeraX, as PNGs for reports.
 
-The surface at a contour level is extracted with marching cubes (scikit-image), shaded with a
+The surface at a contour level is extracted with marching cubes (scikit-image) after hiding
+dust (regions smaller than 5% of the largest, as ChimeraX's ``surface dust``), shaded with a
 fixed headlight (Lambert, plus ambient), and drawn orthographically, back to front, from
 several directions. Maps larger than ``_MAX_RENDER_BOX`` are Fourier-cropped first: a
 thumbnail shows no detail finer than its pixels, and the triangle count grows with D².
@@ -19,13 +20,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["render_surface", "surface_mesh"]
+__all__ = ["hide_dust", "render_surface", "surface_mesh"]
 
 # Render at most this box; 64³ gives ~2e4 triangles for a typical particle, drawn in < 1 s.
 _MAX_RENDER_BOX = 64
 # Drawing cost grows with the triangles; a noisy map at 64³ gives ~1e5 (10 s to draw). Beyond
 # this many the surface is re-extracted on a coarser grid (marching cubes' step).
 _MAX_TRIANGLES = 30_000
+# Hide "dust": pieces of the surface enclosing fewer voxels than this share of the largest
+# piece (what ChimeraX's `surface dust` does); noise specks otherwise bury the particle.
+_DUST_FRACTION = 0.05
 # Headlight shading: ambient share and the light's direction in view coordinates.
 _AMBIENT = 0.25
 _VIEWS = {"z": (0, 1, 2), "y": (2, 0, 1), "x": (1, 2, 0)}
@@ -44,6 +48,27 @@ def surface_mesh(volume: np.ndarray, level: float, step: int = 1
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
     verts_zyx, faces, _, _ = marching_cubes(volume, level=level, step_size=step)
     return verts_zyx[:, ::-1].astype(np.float64), faces.astype(np.int64)
+
+
+def hide_dust(volume: np.ndarray, level: float, fraction: float = _DUST_FRACTION
+              ) -> np.ndarray:
+    """``(D, D, D)`` map with every connected region above ``level`` smaller than ``fraction``
+    of the largest one lowered below the level (its surface disappears, the rest is
+    unchanged)."""
+    from scipy import ndimage
+
+    volume = np.asarray(volume, dtype=np.float32)
+    labels, count = ndimage.label(volume > level)
+    if count <= 1:
+        return volume
+    sizes = np.bincount(labels.ravel())[1:]
+    small = np.flatnonzero(sizes < fraction * sizes.max()) + 1
+    if len(small) == 0:
+        return volume
+    dust = np.isin(labels, small)
+    out = volume.copy()
+    out[dust] = min(float(volume.min()), level) - 1.0
+    return out
 
 
 def _render_size(volume: np.ndarray) -> np.ndarray:
@@ -78,6 +103,7 @@ def render_surface(volume: np.ndarray, level: float, views: Sequence[str] = ("z"
     d_in = volume.shape[0]
     small = _render_size(volume)
     # a map shrunk by resample_map keeps its values, so the level carries over
+    small = hide_dust(small, level)
     verts, faces = surface_mesh(small, level)
     step = 1
     while len(faces) > _MAX_TRIANGLES and step < 4:
