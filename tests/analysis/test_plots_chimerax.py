@@ -106,3 +106,36 @@ def test_chimerax_script(tmp_path):
     # names that do not sort in series order are listed one by one
     assert "open odd/b.mrc odd/a.mrc vseries true" in text
     assert not any("empty" in line for line in text)
+
+
+def _opened_files(script) -> list:
+    """Every file the script's ``open`` lines name, resolved from the script's own folder (as
+    ChimeraX resolves them); globs expanded."""
+    files = []
+    for line in script.read_text().splitlines():
+        if line.startswith("open "):
+            for word in line.split()[1:]:
+                if word in ("vseries", "true"):
+                    continue
+                matches = sorted(script.parent.glob(word))
+                assert matches, f"{word!r} matches nothing from {script.parent}"
+                files += matches
+    return files
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_chimerax_open_paths_resolve_from_the_scripts_folder(tmp_path, monkeypatch, absolute):
+    """``make demo`` gives a relative run folder: the script must still open its maps."""
+    monkeypatch.chdir(tmp_path)
+    base = (tmp_path if absolute else type(tmp_path)(".")) / "demo_run" / "run" / "analysis"
+    maps = [base / "clusters" / f"cluster_{i:02d}.mrc" for i in range(2)]
+    maps += [base / "pc1" / f"pc1_{i:02d}.mrc" for i in range(3)]
+    for p in maps:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"")
+    script = write_chimerax_script(base / "chimerax.cxc", [
+        MapSeries("clusters", maps[:2], 0.5, False), MapSeries("pc1", maps[2:], 0.5, True)])
+    monkeypatch.chdir("/")  # ChimeraX may be started anywhere
+    script = (tmp_path / "demo_run" / "run" / "analysis" / "chimerax.cxc")
+    assert sorted(_opened_files(script)) == sorted((tmp_path / p).resolve() if not absolute
+                                                   else p for p in maps)

@@ -211,3 +211,29 @@ def test_user_text_is_never_substituted_again(tmp_path, formats_dir):
     assert _report_data(page)["run"]["name"] == "run%%TITLE%%"
     pre = re.search(r"<pre>(.*?)</pre>", page, re.S).group(1)
     assert htmllib.escape(hostile) in pre  # shown as text, escaped once
+
+
+def test_report_shows_surfaces_in_headless_chromium(report, analyzed_run, tmp_path):
+    """One shaded isosurface picture per cluster map, in the page and as PNGs."""
+    path, html, result = report
+    run, _ = analyzed_run
+    data = _report_data(html)
+    assert [s["id"] for s in data["surfaces"]] == list(range(K))
+    for s in data["surfaces"]:
+        im = np.asarray(_png_of(s["png"]).convert("L"))
+        assert im.shape[1] == 3 * im.shape[0]  # three views
+        assert (im < 200).mean() > 0.01  # a surface was drawn, not a blank sheet
+        assert (run / "analysis" / "surfaces" / f"cluster_{s['id']:02d}.png").is_file()
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium not installed (Debian: apt-get install chromium)")
+    dom = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox",
+                          "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          path.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console_lines(dom.stderr) == []
+    card = re.search(r'<section class="card" id="surface-card"(.*?)</section>', dom.stdout, re.S)
+    assert card and "hidden" not in card.group(1)[:20]
+    assert len(re.findall(r'<img src="data:image/png[^>]+alt="cluster \d isosurface"',
+                          card.group(1))) == K

@@ -58,3 +58,84 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     bad = tmp_path / "z.txt"
     bad.write_text("1 2 3\n")
     assert main(["decode", str(tmp_path), "--z", str(bad), "-o", str(tmp_path / "m")]) == 2
+
+
+@pytest.fixture(scope="module")
+def cropped_run(star, tmp_path_factory):
+    """One epoch at a 16 px training box (the images are 32 px of 5 Å)."""
+    run = tmp_path_factory.mktemp("cropped") / "run"
+    assert main(["train", str(star), "-o", str(run), "--zdim", "2", "--device", "cpu",
+                 "--batch-size", "16", "--epochs", "1", "--box", "16"]) == 0
+    return run
+
+
+def test_decode_original_size_flip_invert_and_no_overwrite(cropped_run, tmp_path, capsys):
+    import torch
+
+    from hetsiren.geometry import mirror_handedness
+    from hetsiren.physics import resample_map
+
+    points = tmp_path / "points.txt"
+    np.savetxt(points, np.load(cropped_run / "latent.npy")[:2])
+    base = ["decode", str(cropped_run), "--z", str(points), "--device", "cpu", "-o"]
+    assert main(base + [str(tmp_path / "train")]) == 0
+    small, voxel = read_map(tmp_path / "train" / "map_001.mrc")
+    assert small.shape == (16,) * 3 and voxel == pytest.approx(10.0)
+
+    assert main(base + [str(tmp_path / "full"), "--original-size"]) == 0
+    full, voxel = read_map(tmp_path / "full" / "map_001.mrc")
+    assert full.shape == (32,) * 3 and voxel == pytest.approx(5.0)
+    # band-limited padding: cropping the spectrum back gives the training-box map
+    back = resample_map(torch.from_numpy(full), 5.0, 10.0, 16).numpy()
+    np.testing.assert_allclose(back, small, atol=1e-4 * np.abs(small).max())
+    assert full.sum() == pytest.approx(small.sum() * 8, rel=1e-3)  # same density per volume
+
+    assert main(base + [str(tmp_path / "flip"), "--flip", "--invert"]) == 0
+    flipped, _ = read_map(tmp_path / "flip" / "map_001.mrc")
+    np.testing.assert_allclose(flipped, -mirror_handedness(small), atol=1e-6)
+    assert not np.allclose(flipped, -small)  # a real mirror, not a no-op
+
+    # an existing output is not replaced without --force, and is left as it was
+    before = (tmp_path / "train" / "map_000.mrc").read_bytes()
+    capsys.readouterr()
+    assert main(base + [str(tmp_path / "train"), "--invert"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "train" / "map_000.mrc").read_bytes() == before
+    assert main(base + [str(tmp_path / "train"), "--invert", "--force"]) == 0
+    np.testing.assert_allclose(read_map(tmp_path / "train" / "map_001.mrc")[0], -small)
+
+
+def test_help_texts_never_ask_for_none(capsys):
+    """Nobody can type None: every command's help states what happens when an option is not
+    given, in words."""
+    from hetsiren.cli import _command_modules
+
+    for name, _ in _command_modules():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "None =" not in text and "default: None" not in text, name
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Not given: V0 = 0" in text and "not given: the images' own box" in text
+
+
+def test_umap_hint_works_from_a_source_checkout(monkeypatch):
+    import sys
+
+    from hetsiren.analysis.landscape import embed_umap
+    from hetsiren.errors import UserInputError
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    with pytest.raises(UserInputError, match=r"pip install umap-learn"):
+        embed_umap(np.zeros((10, 2), dtype=np.float32))
+
+
+def test_simulate_says_what_it_does(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        simulate_phantom(tmp_path / "s", "discrete", 16, SimulationSpec(n_particles=8, seed=1,
+                                                                        pixel_size_A=8.0))
+    assert "simulating 8 particles of 16 px" in caplog.text

@@ -8,11 +8,13 @@ What it writes under ``RUN/analysis/`` (paper Figs. 2, 5, 7):
     labels.npy                (N,) int64 KMeans cluster of every particle (from 0)
     clusters.json, .csv       k, seed, populations, representative particle and map per cluster
     clusters/cluster_NN.mrc   map decoded at each cluster's representative particle
+    surfaces/cluster_NN.png   its isosurface at the suggested level, seen down z, y and x
     pcN/pcN_NN.mrc            maps sampled along PC N between the chosen percentiles
     pc_samples.json           the latent points and PC coordinates of those samples
     *.png                     landscape, density, explained variance, training curves
     chimerax.cxc              opens the maps in ChimeraX (cluster maps tiled, PC trajectories)
     report.html               one self-contained page with all of the above
+    hetsiren_analysis.ipynb   a Jupyter notebook loading this run through the Python API
     summary.json              the parameters of this analysis and the files it wrote
 
 KMeans runs on the full latent; the representative of a cluster is the real particle nearest
@@ -41,6 +43,7 @@ from hetsiren.analysis.landscape import (
     fit_pca,
     sample_pc,
 )
+from hetsiren.analysis.notebook import write_notebook
 from hetsiren.analysis.plots import (
     cluster_colours,
     map_thumbnail,
@@ -50,11 +53,13 @@ from hetsiren.analysis.plots import (
     plot_training_curves,
 )
 from hetsiren.analysis.select import ANALYSIS_DIR
+from hetsiren.analysis.surface import render_surface
 from hetsiren.errors import UserInputError
 from hetsiren.outputs import check_outputs
 from hetsiren.train.runio import (
     LATENT,
     atomic_write,
+    load_snapshot_latent,
     locks_run,
     read_run_config,
     read_training_log,
@@ -62,7 +67,8 @@ from hetsiren.train.runio import (
     write_npy,
 )
 
-__all__ = ["ANALYSIS_DIR", "AnalysisResult", "DecodedMap", "analyze_run", "load_latent"]
+__all__ = ["ANALYSIS_DIR", "AnalysisResult", "DecodedMap", "analysis_folder", "analyze_run",
+           "load_latent"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,8 @@ class DecodedMap:
     level: float
     """Suggested surface level."""
     thumbnail_png: bytes
+    surface_png: bytes | None = None
+    """Isosurface rendering at ``level`` (cluster maps)."""
 
 
 @dataclass
@@ -117,13 +125,21 @@ def load_latent(run_dir: str | Path) -> np.ndarray:
     return z.astype(np.float32, copy=False)
 
 
+def analysis_folder(run_dir: str | Path, epoch: int | None = None) -> Path:
+    """``RUN/analysis``, or ``RUN/analysis.EEE`` for the snapshot after epoch EEE."""
+    return Path(run_dir) / (ANALYSIS_DIR if epoch is None else f"{ANALYSIS_DIR}.{epoch:03d}")
+
+
 def _decode_series(run_dir: Path, points: np.ndarray, paths: list[Path], device: str,
-                   model_cache: dict[str, Any]) -> list[DecodedMap]:
+                   model_cache: dict[str, Any], epoch: int | None = None,
+                   surfaces: Path | None = None) -> list[DecodedMap]:
+    """Decode, write and describe maps; with ``surfaces``, also render each map's isosurface
+    to ``surfaces/<map name>.png``."""
     from hetsiren.io import write_map
     from hetsiren.train.inference import decode_latent, load_run
 
     if "model" not in model_cache:
-        _, prep, model, dev = load_run(run_dir, device)
+        _, prep, model, dev = load_run(run_dir, device, epoch=epoch)
         model_cache.update(model=model, device=dev, pixel_size_A=prep.pixel_size_A)
     model, dev, pixel_A = model_cache["model"], model_cache["device"], model_cache["pixel_size_A"]
     out = []
@@ -137,8 +153,16 @@ def _decode_series(run_dir: Path, points: np.ndarray, paths: list[Path], device:
                     "model has probably diverged (see log.jsonl). Analyse the latent alone with "
                     "--no-decode, or retrain with a lower --lr")
             atomic_write(paths[i], lambda p, v=volume: write_map(p, v, pixel_A))
+            level = contour_level(volume)
+            surface = None
+            if surfaces is not None:
+                surface = render_surface(volume, level)
+                surfaces.mkdir(parents=True, exist_ok=True)
+                atomic_write(surfaces / f"{paths[i].stem}.png",
+                             lambda p, b=surface: p.write_bytes(b))
             out.append(DecodedMap(path=paths[i], z=np.asarray(points[i], dtype=np.float32),
-                                  level=contour_level(volume), thumbnail_png=map_thumbnail(volume)))
+                                  level=level, thumbnail_png=map_thumbnail(volume),
+                                  surface_png=surface))
     return out
 
 
@@ -157,6 +181,15 @@ def _clear_stale(folder: Path, prefix: str, keep: list[Path]) -> None:
             folder.rmdir()
 
 
+def _clear_stale_surfaces(folder: Path, keep: list[str]) -> None:
+    if folder.is_dir():
+        for old in folder.glob("cluster_*.png"):
+            if old.stem not in keep:
+                old.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
 # Outputs of an earlier analysis that this one may not rewrite (no --umap, --no-decode, fewer
 # PCs, --no-report): removed so that nothing in RUN/analysis contradicts the new clustering.
 _OPTIONAL_OUTPUTS = ("umap.npy", "landscape_umap.png", "density_umap.png", "pc_samples.json",
@@ -170,6 +203,7 @@ def _clear_previous(out: Path, written: dict[str, Path], pcs: int, decode: bool)
             (out / name).unlink(missing_ok=True)
     if not decode:
         _clear_stale(out / "clusters", "cluster", [])
+        _clear_stale_surfaces(out / "surfaces", [])
     for folder in out.glob("pc*"):
         if folder.is_dir() and folder.name[2:].isdigit() and (
                 not decode or int(folder.name[2:]) > pcs):
@@ -194,7 +228,7 @@ def _write_clusters_table(path: Path, clustering: Clustering, maps: list[Path | 
 def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = False,
                 umap_dims: Literal[2, 3] = 2, percentiles: tuple[float, float] = (5.0, 95.0),
                 n_samples: int = 5, decode: bool = True, device: str = "auto", seed: int = 0,
-                report: bool = True) -> AnalysisResult:
+                report: bool = True, epoch: int | None = None) -> AnalysisResult:
     """Analyse the latent landscape of a trained run (see the module docstring for outputs).
 
     Args:
@@ -209,11 +243,13 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
         device: where to decode (auto, cpu, cuda, cuda:N).
         seed: KMeans and UMAP seed.
         report: write ``report.html``.
+        epoch: analyse the snapshot kept after this epoch (``RUN/snapshots``) instead of the
+            final model, into ``RUN/analysis.EEE``.
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     record = read_run_config(run_dir)
-    z = load_latent(run_dir)
+    z = load_latent(run_dir) if epoch is None else load_snapshot_latent(run_dir, epoch)
     n, zdim = z.shape
     if pcs < 0:
         raise UserInputError(f"--pcs must be >= 0, got {pcs}")
@@ -229,7 +265,7 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
                 f"--percentiles must satisfy 0 <= low < high <= 100, got {lo} {hi}")
         if n_samples < 2:
             raise UserInputError(f"--n-samples must be >= 2, got {n_samples}")
-    out = run_dir / ANALYSIS_DIR
+    out = analysis_folder(run_dir, epoch)
     check_outputs(folders=[out])
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
@@ -258,15 +294,18 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
     if decode:
         cluster_paths = [out / "clusters" / f"cluster_{i:02d}.mrc" for i in range(k)]
         _clear_stale(out / "clusters", "cluster", cluster_paths)
+        _clear_stale_surfaces(out / "surfaces", [p.stem for p in cluster_paths])
         log.info("decoding %d cluster maps...", k)
         result.cluster_maps = _decode_series(run_dir, z[clustering.representatives],
-                                             cluster_paths, device, model_cache)
+                                             cluster_paths, device, model_cache, epoch,
+                                             surfaces=out / "surfaces")
         for pc in range(1, pcs + 1):
             points, t = sample_pc(pca, z, pc, percentiles, n_samples)
             paths = [out / f"pc{pc}" / f"pc{pc}_{i:02d}.mrc" for i in range(n_samples)]
             _clear_stale(out / f"pc{pc}", f"pc{pc}", paths)
             log.info("decoding %d maps along PC%d...", n_samples, pc)
-            result.pc_maps[pc] = _decode_series(run_dir, points, paths, device, model_cache)
+            result.pc_maps[pc] = _decode_series(run_dir, points, paths, device, model_cache,
+                                                epoch)
             result.pc_coords[pc] = t
         write_json(out / "pc_samples.json", {
             "percentiles": list(percentiles),
@@ -324,6 +363,7 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
             series.append(MapSeries(f"pc{pc}", [m.path for m in maps],
                                     float(np.median([m.level for m in maps])), trajectory=True))
         files["chimerax"] = write_chimerax_script(out / "chimerax.cxc", series)
+    files["notebook"] = write_notebook(out)
     if report:
         from hetsiren.analysis.report import write_report
 
@@ -335,7 +375,7 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "parameters": {"k": k, "pcs": pcs, "umap": umap, "umap_dims": umap_dims,
                        "percentiles": list(percentiles), "n_samples": n_samples,
-                       "decode": decode, "seed": seed},
+                       "decode": decode, "seed": seed, "epoch": epoch},
         "n_particles": n, "zdim": zdim,
         "explained_variance_ratio": ratio.tolist(),
         "files": {key: p.relative_to(out).as_posix() for key, p in files.items()},

@@ -9,6 +9,7 @@ hidden, ready to play with ``vseries play``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from hetsiren.train.runio import atomic_write
 
-__all__ = ["MapSeries", "contour_level", "write_chimerax_script"]
+__all__ = ["MapSeries", "contour_level", "write_chimerax_script", "write_movie_script"]
 
 # Contour at the level enclosing this fraction of the box, a typical particle's share of the
 # inscribed sphere for cryo-EM boxes (about 1.5-2x the particle diameter); the user adjusts it.
@@ -70,8 +71,7 @@ def write_chimerax_script(path: str | Path, series: Sequence[MapSeries]) -> Path
     for s in series:
         if not s.paths:
             continue
-        rel = [p.relative_to(path.parent).as_posix() if p.is_absolute() else p.as_posix()
-               for p in s.paths]
+        rel = [_relative_to(p, path.parent) for p in s.paths]
         lines.append(f"# {s.name}: {len(rel)} maps")
         if s.trajectory:
             pattern = _common_glob(rel)
@@ -100,6 +100,45 @@ def write_chimerax_script(path: str | Path, series: Sequence[MapSeries]) -> Path
         lines.append(f"# (a slider for any series:  vseries slider #{m})")
     text = "\n".join(lines) + "\n"
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+# Maps shown per second in a recorded movie, and ChimeraX's graphics frame rate (its default
+# 60/s): `wait` counts frames, so one back-and-forth pass of n maps lasts 2n/8 s = 15n frames.
+_MOVIE_MAPS_PER_S = 8
+_CHIMERAX_FPS = 60
+
+
+def write_movie_script(path: str | Path, series: MapSeries, movie: str = "movie.mp4") -> Path:
+    """Write a ``.cxc`` that opens one map series as a volume series, plays it and records
+    ``movie`` (next to the script); paths are relative to the script's folder."""
+    path = Path(path)
+    rel = [_relative_to(p, path.parent) for p in series.paths]
+    frames = round(2 * len(rel) / _MOVIE_MAPS_PER_S * _CHIMERAX_FPS)
+    lines = [
+        "# HetSIREN trajectory movie: open in ChimeraX with  open " + path.name,
+        "# (map paths below are relative to this script's folder)",
+        "close session",
+        "set bgColor white",
+        "lighting soft",
+        f"open {_common_glob(rel)} vseries true",
+        f"volume #1 style surface level {series.level:.6g} step 1",
+        f"rename #1 {series.name}",
+        "view",
+        "movie record supersample 3",
+        f"vseries play #1 loop true direction oscillate maxFrameRate {_MOVIE_MAPS_PER_S}",
+        f"wait {frames}",
+        "vseries stop #1",
+        f"movie encode {movie} framerate {_CHIMERAX_FPS}",
+        "# to look without recording:  vseries play #1 loop true direction oscillate",
+    ]
+    text = "\n".join(lines) + "\n"
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def _relative_to(path: Path, folder: Path) -> str:
+    """``path`` as seen from ``folder`` (ChimeraX runs a script from the script's folder), for
+    absolute and working-directory-relative paths alike."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
 
 
 def _common_glob(paths: Sequence[str]) -> str:

@@ -34,7 +34,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-UMAP_HINT = "UMAP needs umap-learn: pip install 'hetsiren[analysis]'"
+UMAP_HINT = ("UMAP needs umap-learn: pip install umap-learn (in the environment hetsiren runs "
+             "in; from a source checkout, pip install -e '.[analysis]' does the same)")
 # KMeans restarts: enough for stable centres on well-separated landscapes, cheap at N = 1e6.
 _KMEANS_INIT = 10
 

@@ -22,10 +22,12 @@ from hetsiren.train.runio import atomic_write
 __all__ = [
     "cluster_colours",
     "map_thumbnail",
+    "plot_convergence",
     "plot_density",
     "plot_explained_variance",
     "plot_fsc",
     "plot_landscape",
+    "plot_map_landscape",
     "plot_training_curves",
     "save_figure",
 ]
@@ -127,6 +129,64 @@ def plot_explained_variance(ratio: np.ndarray, path: str | Path) -> Path:
     ax.set_ylabel("latent variance explained (%)")
     ax.set_ylim(0, 105)
     ax.legend(frameon=False, fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_convergence(result: Any, path: str | Path) -> Path:
+    """Change between consecutive snapshots against the later epoch: latent (left) and maps
+    (right); ``result`` is an ``analysis.convergence.ConvergenceResult``."""
+    fig = Figure(figsize=(9.6, 3.6))
+    epochs = np.asarray(result.epochs[1:])
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    left.plot(epochs, 100 * np.asarray(result.latent_unexplained), "o-", color="#4c72b0",
+              label="variance unexplained by an affine map of the previous latent")
+    left.plot(epochs, 100 * (1 - np.asarray(result.neighbours_kept)), "s-", color="#dd8452",
+              label="nearest neighbours lost")
+    left.set_title("Latent change since the previous snapshot", fontsize=10)
+    right.plot(epochs, 100 * np.asarray(result.map_relative_change), "o-", color="#55a868",
+               label="relative RMS difference")
+    right.plot(epochs, 100 * np.asarray(result.map_decorrelation), "s-", color="#c44e52",
+               label="1 - correlation")
+    right.set_title(f"Map change at {len(result.anchors)} fixed particles", fontsize=10)
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("%")
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(epochs)
+        ax.legend(frameon=False, fontsize=7)
+    fig.suptitle(result.verdict, fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_map_landscape(coords: np.ndarray, populations: np.ndarray, states: np.ndarray,
+                       ratio: np.ndarray, path: str | Path) -> Path:
+    """Map-space PC1/PC2 of ``(n, p)`` centre coordinates, marker area ∝ ``(n,)`` population,
+    colour = ``(n,)`` state; the explained variance of the first PCs beside it."""
+    k = int(states.max()) + 1
+    colours = np.array(cluster_colours(k))
+    fig = Figure(figsize=(10.4, 4.6))
+    ax = fig.add_subplot(1, 2, 1)
+    y = coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(coords))
+    area = 200 * populations / max(float(populations.max()), 1.0) + 4
+    ax.scatter(coords[:, 0], y, s=area, c=colours[states], alpha=0.7, edgecolors="white",
+               linewidths=0.4)
+    for s in range(k):
+        ax.scatter([], [], c=colours[s], label=f"state {s}")
+    ax.legend(frameon=False, fontsize=7, loc="best")
+    ax.set_xlabel(f"map PC1 ({100 * ratio[0]:.0f}%)")
+    ax.set_ylabel(f"map PC2 ({100 * ratio[1]:.0f}%)" if len(ratio) > 1 else "map PC2")
+    ax.set_title(f"{len(coords)} maps decoded over the landscape (area = particles)",
+                 fontsize=10)
+    bar = fig.add_subplot(1, 2, 2)
+    shown = ratio[:10]
+    pcs = np.arange(1, len(shown) + 1)
+    bar.bar(pcs, 100 * shown, color="#4c72b0", label="per PC")
+    bar.plot(pcs, 100 * np.cumsum(shown), "o-", color="#dd8452", label="cumulative")
+    bar.set_xticks(pcs)
+    bar.set_xlabel("map-space principal component")
+    bar.set_ylabel("map variance explained (%)")
+    bar.set_ylim(0, 105)
+    bar.legend(frameon=False, fontsize=8)
     return save_figure(fig, path)
 
 

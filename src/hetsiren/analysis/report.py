@@ -4,7 +4,8 @@ Everything is inline (data as JSON, images as PNG data URIs, a small vanilla-JS 
 the page opens from a laptop with no network and can be mailed around. It shows the landscape
 (PCA, and UMAP when computed) with hover (particle index, cluster), click-to-highlight a
 cluster and a lasso whose polygon downloads as a ``--region`` file for ``hetsiren export``;
-per-cluster map thumbnails with populations; the maps sampled along each PC; the explained
+per-cluster map thumbnails with populations; isosurface renderings of the cluster maps; the
+maps sampled along each PC; the explained
 variance, density and training-curve figures; and the run's configuration.
 """
 
@@ -80,6 +81,9 @@ def _report_data(run_dir: Path, record: dict[str, Any], result: AnalysisResult, 
         "map": maps[i].path.relative_to(result.out_dir).as_posix() if maps else None,
         "thumb": _data_uri(maps[i].thumbnail_png) if maps else None,
     } for i in range(clustering.k)]
+    surfaces = [{"id": i, "colour": colours[i], "level": maps[i].level,
+                 "png": _data_uri(maps[i].surface_png)}
+                for i in range(len(maps)) if maps[i].surface_png is not None]
     trajectories = [{
         "pc": pc, "t": _round(result.pc_coords[pc]),
         "maps": [m.path.relative_to(result.out_dir).as_posix() for m in pc_maps],
@@ -102,6 +106,7 @@ def _report_data(run_dir: Path, record: dict[str, Any], result: AnalysisResult, 
         "n_total": n, "n_shown": int(len(shown)), "index": shown.tolist(),
         "label": clustering.labels[shown].tolist(), "k": clustering.k, "seed": clustering.seed,
         "spaces": spaces, "clusters": clusters, "trajectories": trajectories,
+        "surfaces": surfaces,
         "figures": {k: v for k, v in figures.items() if v},
         "has_chimerax": "chimerax" in result.files,
     }
@@ -180,6 +185,14 @@ _TEMPLATE = """<!DOCTYPE html>
   and x.</p>
   <div id="clusters" class="cluster-grid"></div>
 </section>
+<section class="card" id="surface-card">
+  <h2>Map surfaces</h2>
+  <p class="hint">Isosurfaces of the cluster maps at the level the ChimeraX script uses
+  (enclosing 5% of the box), dust hidden (pieces under 5% of the largest, as ChimeraX's
+  <code>surface dust</code>), shaded, seen down z, y and x; right-handed views, so a map of
+  the wrong hand looks mirrored (fix it with <code>hetsiren decode --flip</code>).</p>
+  <div id="surfaces" class="surface-grid"></div>
+</section>
 <section class="card" id="traj-card">
   <h2>Principal-component trajectories</h2>
   <p class="hint">Maps decoded at evenly spaced points along each PC (other PCs at the latent
@@ -242,6 +255,12 @@ canvas#plot { border:1px solid var(--line); border-radius:6px; cursor:crosshair;
 .selection code, .usage code, #usage code { background:#f0f2f6; padding:1px 5px;
   border-radius:4px; font-size:12px; word-break:break-all; }
 .selection .actions { display:flex; flex-wrap:wrap; gap:6px; margin-top:8px; }
+.surface-grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(480px,1fr));
+  gap:12px; }
+.surface { margin:0; border:1px solid var(--line); border-left:5px solid var(--c);
+  border-radius:8px; padding:6px; background:#fff; }
+.surface img { width:100%; display:block; }
+.surface figcaption { font-size:12px; color:var(--muted); }
 .cluster-grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(250px,1fr));
   gap:12px; }
 .cluster { border:1px solid var(--line); border-radius:8px; padding:8px 10px 10px;
@@ -437,6 +456,19 @@ _SCRIPT = r"""
     chip.addEventListener("click", function () { toggleCluster(c.id); });
     legend.appendChild(chip); return chip;
   });
+  var surfaceBox = document.getElementById("surfaces");
+  if (!D.surfaces || !D.surfaces.length) {
+    document.getElementById("surface-card").hidden = true;
+  } else {
+    D.surfaces.forEach(function (sf) {
+      var fig = el("figure", { "class": "surface" });
+      fig.style.setProperty("--c", sf.colour);
+      fig.appendChild(el("img", { src: sf.png, alt: "cluster " + sf.id + " isosurface" }));
+      fig.appendChild(el("figcaption", null, "Cluster " + sf.id + " \u00b7 level " +
+        (+sf.level).toPrecision(3)));
+      surfaceBox.appendChild(fig);
+    });
+  }
   var grid = document.getElementById("clusters");
   var cards = D.clusters.map(function (c) {
     var card = el("div", { "class": "cluster", title: "click to highlight in the landscape" });

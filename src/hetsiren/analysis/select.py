@@ -7,7 +7,7 @@ A selection is a sorted array of 0-based particle indices (rows of the input fil
   are missing, the clustering is re-run with the k and seed stored in ``clusters.json`` (or
   the k given).
 - an indices file: ``.npy`` of integers, or text with integers separated by spaces, commas or
-  newlines (``#`` starts a comment).
+  newlines (``#`` starts a comment); see ``hetsiren.io.indices``.
 - a region file (JSON), one of::
 
       {"space": "pca", "pcs": [1, 2], "polygon": [[x1, y1], [x2, y2], [x3, y3], ...]}
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 
 from hetsiren.analysis.landscape import LatentPCA, cluster_latent, fit_pca
 from hetsiren.errors import UserInputError
+from hetsiren.io.indices import read_indices
 from hetsiren.outputs import check_outputs
 
 __all__ = [
@@ -105,34 +105,6 @@ def select_clusters(labels: np.ndarray, clusters: Sequence[int]) -> np.ndarray:
         raise UserInputError(
             f"--clusters {','.join(map(str, bad))}: clusters are numbered 0..{k - 1}")
     return np.flatnonzero(np.isin(labels, np.asarray(list(clusters))))
-
-
-# --------------------------------------------------------------------------------------------
-# indices
-# --------------------------------------------------------------------------------------------
-def read_indices(path: str | Path, n_particles: int) -> np.ndarray:
-    """Sorted unique 0-based indices from ``.npy`` or text; checked against ``n_particles``."""
-    path = Path(path)
-    try:
-        if path.suffix == ".npy":
-            values = np.load(path).reshape(-1)
-        else:
-            text = re.sub(r"#[^\n]*", "", path.read_text())
-            tokens = [t for t in re.split(r"[\s,;]+", text) if t]
-            values = np.array([float(t) for t in tokens])
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"{path}: cannot read particle indices ({exc})") from exc
-    if values.size == 0:
-        raise UserInputError(f"{path}: no particle indices in it")
-    if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-        raise UserInputError(f"{path}: particle indices must be integers (0-based)")
-    values = values.astype(np.int64)
-    bad = values[(values < 0) | (values >= n_particles)]
-    if bad.size:
-        raise UserInputError(
-            f"{path}: index {int(bad[0])} is out of range: the run has {n_particles} particles, "
-            f"numbered 0..{n_particles - 1} ({bad.size} indices out of range)")
-    return np.unique(values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,13 +233,15 @@ def latent_column_names(zdim: int, fmt: OutputFormat) -> list[str]:
 
 
 def export_particles(particles: Any, rows: np.ndarray, out_path: str | Path,
-                     z: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None
-                     ) -> Path:
+                     z: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None,
+                     absolute_stack_paths: bool = False) -> Path:
     """Write the particles at ``rows`` (sorted, 0-based) of ``particles`` to ``out_path``.
 
     The format follows the extension (``.star`` or ``.cs``); every column of the input and its
     optics block are kept (io's writers). ``z`` (``(N, zdim)``, all particles) adds the latent
     vectors of the selected rows as extra columns; ``extra`` adds other ``(N,)`` columns.
+    Image stack paths are written relative to the output's folder, or absolute with
+    ``absolute_stack_paths`` (what RELION needs when it runs from another folder).
     """
     from hetsiren.io import write_cs, write_star
 
@@ -289,7 +263,7 @@ def export_particles(particles: Any, rows: np.ndarray, out_path: str | Path,
     writer = write_star if fmt == "star" else write_cs
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer(out_path, particles, rows=np.asarray(rows, dtype=np.int64),
-           extra_columns=columns or None)
+           extra_columns=columns or None, absolute_stack_paths=absolute_stack_paths)
     return out_path
 
 
@@ -305,7 +279,7 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
                   clusters: Sequence[int] | None = None, indices: str | Path | None = None,
                   region: str | Path | None = None, add_latent: bool = False,
                   particles: str | Path | None = None, datadir: str | None = None,
-                  k: int | None = None) -> ExportResult:
+                  k: int | None = None, absolute_stack_paths: bool = False) -> ExportResult:
     """Write the particles of a run chosen by clusters, an indices file or a region.
 
     Criteria given together are intersected (e.g. clusters 3 and 7 inside a PC box).
@@ -320,6 +294,8 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
         particles: the particle file the run was trained on (default: the one in its config).
         datadir: folder of the image stacks (default: the config's).
         k: clusters to use when the run has no stored labels (or to re-cluster with).
+        absolute_stack_paths: write absolute image stack paths (default: relative to the
+            output's folder).
     """
     from hetsiren.analysis.analyze import load_latent
     from hetsiren.io import input_files, read_particles
@@ -362,6 +338,7 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
         raise UserInputError(
             f"{source} has {pset.n_particles} particles but {run_dir}/latent.npy has {n}: "
             "pass the particle file the run was trained on")
-    path = export_particles(pset, rows, out_path, z=z if add_latent else None)
-    log.info("wrote %d of %d particles to %s", len(rows), n, path)
+    path = export_particles(pset, rows, out_path, z=z if add_latent else None,
+                            absolute_stack_paths=absolute_stack_paths)
+    log.debug("wrote %d of %d particles to %s", len(rows), n, path)
     return ExportResult(path=Path(path), rows=rows, n_particles=n)

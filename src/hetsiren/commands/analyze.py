@@ -2,13 +2,15 @@
 
 Writes RUN/analysis/: PCA (explained variance), optional UMAP, KMeans with --k clusters and
 the real particle nearest each centre as its representative, maps decoded there, maps along
-PC1..PC{--pcs} between percentiles, populations, PNG plots, a ChimeraX .cxc script and
-report.html (self-contained: open it in any browser).
+PC1..PC{--pcs} between percentiles, populations, PNG plots, isosurface pictures of the cluster
+maps, a ChimeraX .cxc script, a Jupyter notebook (hetsiren_analysis.ipynb: the run through
+the Python API) and report.html (self-contained: open it in any browser).
 
 examples:
   hetsiren analyze run
   hetsiren analyze run --k 10 --pcs 3 --umap
   hetsiren analyze run --no-decode          # latent analysis only, no maps
+  hetsiren analyze run --epoch 10           # the snapshot after epoch 10 → run/analysis.010
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--seed", type=int, default=0, help="KMeans/UMAP seed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--epoch", type=int,
+                   help="analyse the snapshot kept after this epoch (RUN/snapshots) into "
+                        "RUN/analysis.EEE (default: the final model, into RUN/analysis)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -38,7 +43,8 @@ def main(args: argparse.Namespace) -> int:
     result = analyze_run(args.run, k=args.k, pcs=args.pcs, umap=args.umap,
                          umap_dims=args.umap_dims, percentiles=tuple(args.percentiles),
                          n_samples=args.n_samples, decode=not args.no_decode,
-                         device=args.device, seed=args.seed, report=not args.no_report)
+                         device=args.device, seed=args.seed, report=not args.no_report,
+                         epoch=args.epoch)
     print(f"analysis written to {result.out_dir}")
     if not args.no_report:
         print(f"open {result.report} in a browser")

@@ -3,7 +3,9 @@
 Every column of the input file and its optics block are kept; only the chosen rows are
 written. Choose particles by cluster (numbered from 0 as `analyze` writes them), by a file of
 0-based indices, or by a latent-space region (JSON box/polygon); criteria given together are
-intersected.
+intersected. Image stack paths are written relative to the output file's folder (as
+hetsiren and cryoDRGN resolve them); RELION resolves relative paths from
+the folder it runs in, so pass --absolute-paths when RELION will read the file from elsewhere.
 
 examples:
   hetsiren export run --clusters 3,7 -o state37.star
@@ -44,6 +46,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-latent", action="store_true", help="write z as extra columns")
     p.add_argument("--particles", help="the run's particle file, if it moved")
     p.add_argument("--datadir", help="folder of the image stacks")
+    p.add_argument("--absolute-paths", action="store_true",
+                   help="write absolute image stack paths (default: relative to the output)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -53,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserInputError("--clusters needs at least one cluster number")
     result = export_subset(args.run, args.output, clusters=args.clusters, indices=args.indices,
                            region=args.region, add_latent=args.add_latent,
-                           particles=args.particles, datadir=args.datadir, k=args.k)
+                           particles=args.particles, datadir=args.datadir, k=args.k,
+                           absolute_stack_paths=args.absolute_paths)
     print(f"wrote {len(result.rows)} of {result.n_particles} particles to {result.path}")
     return 0

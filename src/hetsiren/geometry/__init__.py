@@ -3,6 +3,7 @@
 from hetsiren.geometry.grids import (
     box_center,
     grid_coordinates,
+    mirror_handedness,
     shifts_A_to_px,
     shifts_px_to_A,
     sphere_mask,
@@ -22,6 +23,7 @@ __all__ = [
     "euler_to_matrix",
     "grid_coordinates",
     "matrix_to_euler",
+    "mirror_handedness",
     "matrix_to_euler_deg",
     "matrix_to_rotvec_cryosparc",
     "rotvec_cryosparc_to_matrix",

@@ -20,10 +20,25 @@ import torch
 __all__ = [
     "box_center",
     "grid_coordinates",
+    "mirror_handedness",
     "shifts_A_to_px",
     "shifts_px_to_A",
     "sphere_mask",
 ]
+
+
+def mirror_handedness(volume: np.ndarray) -> np.ndarray:
+    """``(D, D, D)`` map ``[z, y, x]`` → its mirror image (z → -z about the centre D//2), the
+    flip that corrects a map of the wrong hand (what ``relion_image_handler --flipZ`` and
+    cryoDRGN's ``--flip`` do). For odd D the centre plane stays put; for even D the first
+    plane (index 0, which has no mirror partner) is kept in place."""
+    volume = np.asarray(volume)
+    out = volume.copy()
+    d = volume.shape[0]
+    # index i ↦ 2·(D//2) − i keeps the centre D//2 fixed
+    lo = 2 * (d // 2) - (d - 1)
+    out[lo:] = volume[lo:][::-1]
+    return out
 
 
 def box_center(box_size: int) -> int:

@@ -27,6 +27,7 @@ from hetsiren.geometry import (
     rotvec_cryosparc_to_matrix,
     shifts_A_to_px,
 )
+from hetsiren.io.mrc import MrcImageSource
 from hetsiren.io.particles import CTFParams, ParticleSet
 from hetsiren.io.stacks import image_source_from_paths
 from hetsiren.outputs import atomic_path
@@ -191,12 +192,30 @@ def _save_cs(path: str | Path, arr: np.ndarray) -> Path:
     return Path(path)
 
 
-def _fresh_cs(particles: ParticleSet) -> np.ndarray:
+def _encoded_stack_paths(particles: ParticleSet, relative_to: Path | None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     from hetsiren.io.formats import stack_refs_of
 
+    stack_paths, index0 = stack_refs_of(particles, relative_to)
+    return np.char.encode(np.asarray(stack_paths, dtype=str), "utf-8"), index0
+
+
+def _with_stack_paths(arr: np.ndarray, encoded: np.ndarray) -> np.ndarray:
+    """``arr`` with ``encoded`` in its ``blob/path`` field (widened when needed)."""
+    if np.array_equal(encoded, arr["blob/path"]):
+        return arr
+    width = f"S{max(encoded.dtype.itemsize, arr.dtype['blob/path'].itemsize)}"
+    descr = [(name, width) if name == "blob/path" else (name, *rest)
+             for name, *rest in arr.dtype.descr if name]
+    out = np.empty(len(arr), dtype=descr)
+    for name in arr.dtype.names:
+        out[name] = encoded if name == "blob/path" else arr[name]
+    return out
+
+
+def _fresh_cs(particles: ParticleSet, relative_to: Path | None) -> np.ndarray:
     n = particles.n_particles
-    stack_paths, index0 = stack_refs_of(particles)
-    encoded = np.char.encode(np.asarray(stack_paths, dtype=str), "utf-8")
+    encoded, index0 = _encoded_stack_paths(particles, relative_to)
     fields: list[tuple[str, Any, Any]] = [
         ("uid", "<u8", None), ("blob/path", encoded.dtype.str, None), ("blob/idx", "<u4", None),
         ("blob/shape", "<u4", (2,)), ("blob/psize_A", "<f4", None)]
@@ -238,18 +257,24 @@ def _fresh_cs(particles: ParticleSet) -> np.ndarray:
 
 
 def write_cs(path: str | Path, particles: ParticleSet, rows: np.ndarray | None = None,
-             extra_columns: dict[str, np.ndarray] | None = None) -> Path:
+             extra_columns: dict[str, np.ndarray] | None = None,
+             absolute_stack_paths: bool = False) -> Path:
     """Write ``particles`` as a cryoSPARC ``.cs``, atomically.
 
     From a ``.cs`` every field (passthrough included) is kept; otherwise a fresh array is built
     (uid, blob/*, alignments3D/* in pixels, ctf/*). ``rows``: sorted 0-based indices to keep;
-    ``extra_columns``: name → ``(N,)`` values added as float32 fields.
+    ``extra_columns``: name → ``(N,)`` values added as float32 fields. ``blob/path`` is
+    rewritten relative to the output's folder, as :func:`write_star` does (absolute with
+    ``absolute_stack_paths``).
     """
     n = particles.n_particles
+    relative_to = None if absolute_stack_paths else Path(path).parent
     if particles.metadata.get("format") == "cs":
         arr = particles.metadata["array"]
+        if isinstance(particles.images, MrcImageSource):
+            arr = _with_stack_paths(arr, _encoded_stack_paths(particles, relative_to)[0])
     else:
-        arr = _fresh_cs(particles)
+        arr = _fresh_cs(particles, relative_to)
     extra = {}
     for name, values in (extra_columns or {}).items():
         values = np.asarray(values)

@@ -43,6 +43,7 @@ from hetsiren.geometry import (
     shifts_A_to_px,
     shifts_px_to_A,
 )
+from hetsiren.io.mrc import MrcImageSource
 from hetsiren.io.particles import CTFParams, ParticleSet
 from hetsiren.io.stacks import image_source_from_names
 from hetsiren.outputs import atomic_path
@@ -386,8 +387,12 @@ def _check_extra(extra: dict[str, np.ndarray] | None, n: int) -> dict[str, np.nd
 
 def write_star(path: str | Path, particles: ParticleSet, rotations: np.ndarray | None = None,
                shifts_A: np.ndarray | None = None, rows: np.ndarray | None = None,
-               extra_columns: dict[str, np.ndarray] | None = None) -> Path:
+               extra_columns: dict[str, np.ndarray] | None = None,
+               absolute_stack_paths: bool = False) -> Path:
     """Write ``particles`` as a STAR file, giving the user back their own file.
+
+    Image stack paths are rewritten relative to the output's folder (absolute with
+    ``absolute_stack_paths``), so that they resolve wherever the output is written.
 
     Args:
         path: output STAR.
@@ -398,13 +403,16 @@ def write_star(path: str | Path, particles: ParticleSet, rotations: np.ndarray |
             the input's columns (pixels for ``rlnOriginX/Y``, Å for ``rlnOriginX/YAngst``).
         rows: sorted 0-based indices of the particles to keep (default all).
         extra_columns: name → ``(N,)`` values appended as columns (e.g. ``rlnHetsirenZ1``).
+        absolute_stack_paths: write absolute stack paths (RELION resolves relative ones from
+            the folder it runs in, not from the STAR's).
     """
     n = particles.n_particles
     rows = _check_rows(rows, n)
     extra = _check_extra(extra_columns, n)
     meta = particles.metadata
+    relative_to = None if absolute_stack_paths else Path(path).parent
     if meta.get("format") != "star":
-        return _write_fresh(path, particles, rotations, shifts_A, rows, extra)
+        return _write_fresh(path, particles, rotations, shifts_A, rows, extra, relative_to)
     blocks = dict(meta["blocks"])
     pblock = meta["particles_block"]
     df = blocks[pblock].copy()
@@ -423,12 +431,29 @@ def write_star(path: str | Path, particles: ParticleSet, rotations: np.ndarray |
         else:
             px = shifts_A_to_px(shifts_A, particles.pixel_size_A)
             df[ORIGIN_PX_COLUMNS[0]], df[ORIGIN_PX_COLUMNS[1]] = px[:, 0], px[:, 1]
+    if isinstance(particles.images, MrcImageSource):
+        df["rlnImageName"] = _rebased_image_names(df["rlnImageName"], particles.images,
+                                                  relative_to)
     for name, values in extra.items():
         df[name] = values
     if rows is not None:
         df = df.iloc[rows].reset_index(drop=True)
     blocks[pblock] = df
     return write_star_blocks(path, blocks, version=meta.get("version"))
+
+
+def _rebased_image_names(names: pd.Series, images: MrcImageSource, relative_to: Path | None
+                         ) -> list[str]:
+    """``NNNNNN@stack`` names with only the stack part changed (see ``stack_paths_to_write``)."""
+    from hetsiren.io.formats import stack_paths_to_write
+
+    paths = stack_paths_to_write(images, relative_to)
+    out = []
+    for name, code in zip(names.astype(str).tolist(), images.stack_of_particle.tolist(),
+                          strict=True):
+        number, at, _ = name.rpartition("@") if "@" in name else ("", "", name)
+        out.append(f"{number}{at}{paths[code]}")
+    return out
 
 
 def _fresh_blocks(image_names: Sequence[str], pixel_size_A: np.ndarray, box_size: int,
@@ -488,10 +513,10 @@ def write_new_star(path: str | Path, image_names: Sequence[str], pixel_size_A: f
 
 def _write_fresh(path: str | Path, particles: ParticleSet, rotations: np.ndarray | None,
                  shifts_A: np.ndarray | None, rows: np.ndarray | None,
-                 extra: dict[str, np.ndarray]) -> Path:
+                 extra: dict[str, np.ndarray], relative_to: Path | None) -> Path:
     from hetsiren.io.formats import image_names_of
 
-    names = image_names_of(particles)
+    names = image_names_of(particles, relative_to)
     rot = rotations if rotations is not None else particles.rotations
     sh = shifts_A if shifts_A is not None else particles.shifts_A
     blocks = _fresh_blocks(names, particles.pixel_size_A, particles.box_size, rot, sh,

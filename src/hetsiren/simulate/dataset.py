@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -127,6 +128,7 @@ def simulate_dataset(
         truth: per-particle ground truth to store (``state``, ``coordinate``).
         describe: JSON-able description of the heterogeneity (stored in truth.json).
         truth_maps: the maps written to ``truth_maps/``.
+        progress: show a progress bar (default: when stderr is a terminal).
     """
     spec.validate()
     out_dir = Path(out_dir)
@@ -160,8 +162,10 @@ def simulate_dataset(
         scratch = staging / "images.scratch.npy"
         images = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32,
                                            shape=(n, box, box))
+        log.info("simulating %d particles of %d px from %d map(s) into %s", n, box, n_volumes,
+                 out_dir)
         bar = tqdm(total=n, desc="simulating", unit="img", leave=False,
-                   disable=not (progress if progress is not None else False))
+                   disable=not (sys.stderr.isatty() if progress is None else progress))
         for k in range(n_volumes):
             members = np.flatnonzero(volume_of_particle == k)
             if len(members) == 0:

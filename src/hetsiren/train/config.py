@@ -56,15 +56,20 @@ class TrainConfig:
     pixel_size_A: float | None = None
     """Pixel size of the input images in Å, for files that do not carry it."""
     ref: str | None = None
-    """Reference map V0 (refinement, Eq. 2); 'auto' = reconstruct V0 from the particles at their
-    poses (recommended without a consensus map); None = V0 = 0, full heterogeneous
-    reconstruction as in the paper."""
+    """Reference map V0 (refinement, Eq. 2), or 'auto' to reconstruct V0 from the particles
+    at their poses (what to use without a consensus map). Not given: V0 = 0, the paper's full
+    heterogeneous reconstruction."""
+    indices: str | None = None
+    """Train on these particles only: 0-based rows of the particle file, as .npy or text (as
+    `export --indices`). The subset is written to RUN/particles_subset.star (or .cs) and the
+    run refers to it, so latent.npy row i is row i of that file."""
     mask: str | None = None
     """Focus mask: the decoder covers only its voxels (Eq. 11) and Eq. 12 applies."""
 
     # --- data -----------------------------------------------------------------------------
     box: int | None = None
-    """Training box in pixels (Fourier-cropped images); None = the images' own box."""
+    """Training box in pixels (images are Fourier-cropped to it); not given: the images' own
+    box."""
     ctf_mode: CTFMode = "apply"
     """apply: corrupt projections with the CTF; wiener: Wiener-filter images before encoding;
     none: images are CTF-corrected already (Supplementary Fig. 4)."""
@@ -75,7 +80,7 @@ class TrainConfig:
     encoder: EncoderKind = "conv"  # paper: residual convolutional encoder by default
     """Encoder architecture: conv (residual, default) or mlp (3 x 1024)."""
     hidden_width: int | None = None  # paper: neurons = latent dimension
-    """Width of the decoder's meta-sinusoidal hidden layers; None = zdim."""
+    """Width of the decoder's meta-sinusoidal hidden layers; not given: --zdim."""
     activation: Activation = "siren"  # paper; relu for the ablation of Supplementary Fig. 10
     """Decoder activation."""
     omega0: float = 5.0  # paper / SIREN: 30; with 30 z barely moves the maps (docs/benchmarks)
@@ -124,6 +129,9 @@ class TrainConfig:
     """auto (CUDA when present), cpu, cuda or cuda:N."""
     amp: bool = True
     """Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU."""
+    snapshot_every: int = 5  # not in the paper (cryoDRGN keeps z every epoch)
+    """Keep the latent (float16) and the decoder's weights every N epochs and after the last,
+    in RUN/snapshots, for `analyze --epoch` and `convergence`; 0 keeps none."""
 
     extra: dict[str, Any] = field(default_factory=dict)
     """Resolved values recorded at run time (normalisation, pixel sizes, version...)."""
@@ -154,6 +162,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 bad(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+        if self.snapshot_every < 0:
+            bad(f"--snapshot-every must be >= 0 (0 = no snapshots), got {self.snapshot_every}")
         if self.lr <= 0:
             bad(f"--lr must be positive, got {self.lr}")
         if not self.multires or any(f < 1 for f in self.multires) or self.multires[0] != 1:

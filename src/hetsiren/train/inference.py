@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +18,29 @@ from tqdm.auto import tqdm
 
 from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
+from hetsiren.geometry import mirror_handedness
 from hetsiren.io import input_files, read_particles, write_map
 from hetsiren.io.particles import ParticleSet
 from hetsiren.model import HetSIRENNet, NetworkConfig
 from hetsiren.model.forward import HetSIREN
 from hetsiren.model.volume import MaskedVolume
 from hetsiren.outputs import check_outputs
-from hetsiren.physics import compute_ctf, wiener_filter
+from hetsiren.physics import compute_ctf, resample_map, wiener_filter
 from hetsiren.train.config import TrainConfig
 from hetsiren.train.data import Batch, Preprocessing, iterate_batches
-from hetsiren.train.runio import MODEL, load_checkpoint, read_run_config, run_inputs, write_npy
+from hetsiren.train.runio import (
+    MODEL,
+    load_checkpoint,
+    load_snapshot_decoder,
+    read_run_config,
+    run_inputs,
+    write_npy,
+)
 
 __all__ = [
-    "build_model", "ctf_of", "decode_latent", "decode_to_files", "encode_file",
-    "encode_particles", "load_run", "model_from_state", "progress_enabled", "read_latent_points",
+    "MapOutput", "build_model", "check_new_output", "ctf_of", "decode_latent", "decode_to_files",
+    "encode_file", "encode_particles", "finish_map", "load_run", "model_from_state",
+    "progress_enabled", "read_latent_points",
 ]
 
 
@@ -116,17 +126,23 @@ def encode_particles(model: HetSIREN, particles: ParticleSet, prep: Preprocessin
             torch.cat(dss).numpy())
 
 
-def load_run(run_dir: str | Path, device: str = "auto"
+def load_run(run_dir: str | Path, device: str = "auto", epoch: int | None = None
              ) -> tuple[TrainConfig, Preprocessing, HetSIREN, torch.device]:
-    """Rebuild a trained model from its run directory."""
+    """Rebuild a trained model from its run directory; with ``epoch``, its decoder as it was
+    after that epoch (``RUN/snapshots``)."""
     record = read_run_config(run_dir)
     cfg = TrainConfig.from_dict(record["config"])
     prep = Preprocessing(**record["preprocessing"])
     dev = resolve_device(device)
     state = load_checkpoint(run_dir, map_location="cpu")
-    model = model_from_state(cfg, prep.box, state["model"], Path(run_dir) / MODEL
-                             ).to(dev).eval()
-    return cfg, prep, model, dev
+    model = model_from_state(cfg, prep.box, state["model"], Path(run_dir) / MODEL)
+    if epoch is not None:
+        unexpected = model.load_state_dict(load_snapshot_decoder(run_dir, epoch),
+                                           strict=False).unexpected_keys
+        if unexpected:
+            raise UserInputError(f"{run_dir}: the epoch-{epoch} snapshot does not fit this "
+                                 f"run's model ({unexpected[0]})")
+    return cfg, prep, model.to(dev).eval(), dev
 
 
 @torch.no_grad()
@@ -192,20 +208,73 @@ def read_latent_points(path: str | Path, zdim: int) -> np.ndarray:
     return z
 
 
+@dataclass(frozen=True)
+class MapOutput:
+    """How decoded maps are written (``hetsiren decode``, trajectories)."""
+
+    original_size: bool = False
+    """Fourier-pad the map from the training box to the particles' own box and pixel size."""
+    flip: bool = False
+    """Mirror the map (z → -z) to change its handedness."""
+    invert: bool = False
+    """Multiply the map by -1 (contrast: white-on-black particles give negative density)."""
+
+
+def finish_map(volume: np.ndarray, prep: Preprocessing, output: MapOutput
+               ) -> tuple[np.ndarray, float]:
+    """``(D, D, D)`` decoded map at the training box → the map to write and its voxel size (Å).
+
+    ``original_size`` resamples band-limited (spectrum zero-padded) to ``prep.box_in`` voxels
+    of ``prep.pixel_size_in_A``: no information is added above the training Nyquist, but the
+    map overlays the consensus refinement's map voxel for voxel.
+    """
+    pixel_A = prep.pixel_size_A
+    if output.original_size and prep.box_in != prep.box:
+        volume = resample_map(torch.from_numpy(np.ascontiguousarray(volume)), pixel_A,
+                              prep.pixel_size_in_A, prep.box_in).numpy()
+        pixel_A = prep.pixel_size_in_A
+    if output.flip:
+        volume = mirror_handedness(volume)
+    if output.invert:
+        volume = -volume
+    return np.ascontiguousarray(volume, dtype=np.float32), pixel_A
+
+
+def check_new_output(paths: list[Path], overwrite: bool, flag: str = "--force") -> None:
+    """Refuse to replace existing files unless ``overwrite``; the message names one."""
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise UserInputError(
+            f"{existing[0]}: already exists ({len(existing)} of the {len(paths)} output files "
+            f"do); choose another output folder or pass {flag} to replace them")
+
+
 def decode_to_files(run_dir: str | Path, z: np.ndarray, out_dir: str | Path,
                     device: str = "auto", prefix: str = "map",
+                    output: MapOutput = MapOutput(), overwrite: bool = False,
                     inputs: Sequence[str | Path] = ()) -> list[Path]:
-    """Decode latent points to ``OUT/{prefix}_NNN.mrc`` maps at the training pixel size.
+    """Decode latent points to ``OUT/{prefix}_NNN.mrc`` maps.
 
-    The map paths are checked, before decoding, against the run's files and ``inputs`` (the
-    other files the caller read, e.g. the points file).
+    Args:
+        run_dir: the trained run.
+        z: ``(k, zdim)`` latent points.
+        out_dir: output folder (created).
+        device: where to decode.
+        prefix: file name prefix.
+        output: size, hand and contrast of the written maps (:class:`MapOutput`).
+        overwrite: replace existing ``{prefix}_NNN.mrc`` files (otherwise an error, before
+            anything is written).
+        inputs: other files the caller read (e.g. the points file); the map paths are
+            checked against them and the run's files before decoding.
     """
     out_dir = Path(out_dir)
     paths = [out_dir / f"{prefix}_{i:03d}.mrc" for i in range(len(z))]
     check_outputs(files=paths, inputs=[*run_inputs(run_dir), *inputs], folders=[out_dir])
+    check_new_output(paths, overwrite)
     _, prep, model, dev = load_run(run_dir, device)
     maps = decode_latent(model, z, dev)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, volume in zip(paths, maps, strict=True):
-        write_map(path, volume, prep.pixel_size_A)
+        volume, pixel_A = finish_map(volume, prep, output)
+        write_map(path, volume, pixel_A)
     return paths

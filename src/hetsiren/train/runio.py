@@ -7,6 +7,9 @@ Layout (DESIGN.md contract)::
     RUN/latent.npy         float32 [N, zdim], row i = particle i of the input file
     RUN/poses_refined.star input STAR with refined angles/shifts (pose refinement only)
     RUN/log.jsonl          one line per epoch
+    RUN/snapshots/latent.EEE.npy   float16 [N, zdim] latent after epoch EEE (every few epochs)
+    RUN/snapshots/decoder.EEE.pt   the decoder's weights after epoch EEE (float32 state dict)
+    RUN/particles_subset.star|.cs  the particles trained on, with ``train --indices``
     RUN/.lock              pid, host and command of the process writing the run (while it does)
 
 Only one process writes a run folder at a time: :class:`RunLock` (held by ``train``,
@@ -36,10 +39,11 @@ from hetsiren.errors import UserInputError
 from hetsiren.outputs import TMP_MARK, atomic_path, describe_os_error, honour_umask
 
 __all__ = [
-    "CONFIG", "LATENT", "LOCK", "LOG", "MODEL", "POSES", "RUN_FILES",
-    "RunLock", "atomic_write", "load_checkpoint", "locks_run", "read_run_config",
-    "read_training_log", "remove_stale_temporaries", "run_inputs", "save_checkpoint",
-    "write_json", "write_npy",
+    "CONFIG", "LATENT", "LOCK", "LOG", "MODEL", "POSES", "RUN_FILES", "SNAPSHOTS", "SUBSET",
+    "RunLock", "atomic_write", "load_checkpoint", "load_snapshot_decoder",
+    "load_snapshot_latent", "locks_run", "read_run_config", "read_training_log",
+    "remove_stale_temporaries", "run_inputs", "save_checkpoint", "save_snapshot",
+    "snapshot_epochs", "write_json", "write_npy",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,11 @@ CONFIG, MODEL, LATENT, LOG, POSES, LOCK = (
 RUN_FILES = (CONFIG, MODEL, LATENT, LOG, POSES)
 # What a checkpoint holds (save_checkpoint).
 _CHECKPOINT_KEYS = ("model", "optimizer", "epoch")
+SNAPSHOTS = "snapshots"
+SUBSET = "particles_subset"
+"""Stem of the particle file written by ``train --indices`` (suffix of the input's format)."""
+# Prefix of the decoder's parameters in the model's state dict (all a snapshot keeps).
+_DECODER_KEYS = "net.decoder."
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -300,3 +309,60 @@ def locks_run(func: _F) -> _F:
             return func(run_dir, *args, **kwargs)
 
     return locked  # type: ignore[return-value]
+
+
+def _snapshot_paths(run_dir: str | Path, epoch: int) -> tuple[Path, Path]:
+    folder = Path(run_dir) / SNAPSHOTS
+    return folder / f"latent.{epoch:03d}.npy", folder / f"decoder.{epoch:03d}.pt"
+
+
+def save_snapshot(run_dir: str | Path, epoch: int, z: np.ndarray, model: torch.nn.Module
+                  ) -> Path:
+    """Keep the latent (float16: ~2 MB for 1e5 particles x 10 dims) and the decoder's weights
+    after ``epoch``, for ``analyze --epoch`` and the convergence report."""
+    latent_path, decoder_path = _snapshot_paths(run_dir, epoch)
+    latent_path.parent.mkdir(exist_ok=True)
+    decoder = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+               if k.startswith(_DECODER_KEYS)}
+    atomic_write(decoder_path, lambda p: torch.save(decoder, p))
+    return write_npy(latent_path, np.asarray(z, dtype=np.float16))
+
+
+def snapshot_epochs(run_dir: str | Path) -> list[int]:
+    """Epochs with a complete snapshot (latent and decoder), ascending."""
+    folder = Path(run_dir) / SNAPSHOTS
+    epochs = []
+    for path in folder.glob("latent.*.npy"):
+        stem = path.name.split(".")[1]
+        if stem.isdigit() and _snapshot_paths(run_dir, int(stem))[1].is_file():
+            epochs.append(int(stem))
+    return sorted(epochs)
+
+
+def _check_snapshot(run_dir: str | Path, epoch: int) -> tuple[Path, Path]:
+    paths = _snapshot_paths(run_dir, epoch)
+    if not all(p.is_file() for p in paths):
+        have = snapshot_epochs(run_dir)
+        raise UserInputError(
+            f"{paths[0].parent}: no snapshot of epoch {epoch}; "
+            + (f"snapshots exist for epochs {', '.join(map(str, have))}" if have else
+               "this run kept none (train --snapshot-every N keeps one every N epochs)"))
+    return paths
+
+
+def load_snapshot_latent(run_dir: str | Path, epoch: int) -> np.ndarray:
+    """``(N, zdim)`` float32 latent of the snapshot after ``epoch``."""
+    path = _check_snapshot(run_dir, epoch)[0]
+    try:
+        return np.load(path).astype(np.float32)
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{path}: cannot read the snapshot ({exc})") from exc
+
+
+def load_snapshot_decoder(run_dir: str | Path, epoch: int) -> dict[str, torch.Tensor]:
+    """The decoder's part of the model's state dict after ``epoch``."""
+    path = _check_snapshot(run_dir, epoch)[1]
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError) as exc:
+        raise UserInputError(f"{path}: cannot read the snapshot ({exc})") from exc

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from hetsiren.devices import resolve_device, tune_cpu_allocator
 from hetsiren.errors import UserInputError
-from hetsiren.io import input_files, read_map, read_particles, write_star
+from hetsiren.io import input_files, read_map, read_particles, write_cs, write_star
+from hetsiren.io.indices import read_indices
 from hetsiren.io.particles import ParticleSet
 from hetsiren.model import refine_pose
 from hetsiren.model.forward import HetSIREN
@@ -55,6 +56,7 @@ from hetsiren.train.runio import (
     MODEL,
     POSES,
     RUN_FILES,
+    SUBSET,
     RunLock,
     atomic_write,
     load_checkpoint,
@@ -63,6 +65,7 @@ from hetsiren.train.runio import (
     remove_stale_temporaries,
     run_record,
     save_checkpoint,
+    save_snapshot,
     write_json,
     write_npy,
 )
@@ -282,6 +285,7 @@ def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
         return str(Path(path).resolve()) if path else path
 
     return replace(cfg, particles=absolute(cfg.particles) or "", datadir=absolute(cfg.datadir),
+                   indices=absolute(cfg.indices),
                    ref=cfg.ref if cfg.ref == REF_AUTO else absolute(cfg.ref),
                    mask=absolute(cfg.mask))
 
@@ -323,6 +327,26 @@ def _check_trainable(particles: ParticleSet, cfg: TrainConfig) -> None:
             "already corrected")
 
 
+def _train_on_subset(particles: ParticleSet, cfg: TrainConfig, run_dir: Path
+                     ) -> tuple[ParticleSet, TrainConfig]:
+    """``--indices``: write the chosen rows to ``RUN/particles_subset.*`` (stack paths relative
+    to it) and train on that file, so every later command sees the subset as the run's
+    particles."""
+    if (run_dir / CONFIG).exists():
+        raise UserInputError(f"{run_dir} already holds a run: use --resume, or another -o")
+    rows = read_indices(cfg.indices, particles.n_particles)
+    fmt = "cs" if particles.metadata.get("format") == "cs" else "star"
+    path = run_dir / f"{SUBSET}.{fmt}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (write_cs if fmt == "cs" else write_star)(path, particles, rows=rows)
+    log.info("training on %d of %d particles (%s); they are in %s", len(rows),
+             particles.n_particles, cfg.indices, path)
+    extra = {**cfg.extra, "particles_source": cfg.particles, "n_particles_source":
+             particles.n_particles}
+    cfg = replace(cfg, particles=str(path.resolve()), datadir=None, extra=extra)
+    return read_particles(path, pixel_size_A=cfg.pixel_size_A), cfg
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
           progress: bool | None = None, allow_changes: tuple[str, ...] = ()) -> TrainResult:
     """Train HetSIREN on ``cfg.particles`` and write the run directory.
@@ -345,6 +369,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     cfg = _resolve_paths(cfg)
     cfg.validate()
     particles = read_particles(cfg.particles, datadir=cfg.datadir, pixel_size_A=cfg.pixel_size_A)
+    if cfg.indices and not resume:
+        particles, cfg = _train_on_subset(particles, cfg, run_dir)
     _check_trainable(particles, cfg)
     check_outputs(files=[run_dir / name for name in RUN_FILES], folders=[run_dir],
                   inputs=[cfg.particles, cfg.mask, None if cfg.ref == REF_AUTO else cfg.ref,
@@ -438,6 +464,9 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
 
     step = _Step(model, cfg, prep, device)
     n = particles.n_particles
+    # One bar for the whole run: tqdm's rate and time left then cover every remaining epoch.
+    bar = tqdm(total=n * (cfg.epochs - start_epoch), unit="img", leave=False,
+               disable=not progress_enabled(progress))
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, epoch)
@@ -446,8 +475,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
         model.train()
-        bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
-                   disable=not progress_enabled(progress), leave=False)
+        bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
         for batch in iterate_batches(particles, prep, order, cfg.batch_size, device):
             losses = step(batch, gen)
             total = losses["total"]
@@ -462,21 +490,25 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm) * b
             bar.update(b)
-            bar.set_postfix(loss=f"{float(total.detach()):.4g}",
-                            img_s=f"{bar.n / (time.perf_counter() - t0):.1f}")
-        bar.close()
+            bar.set_postfix(loss=f"{float(total.detach()):.4g}")
         seconds = time.perf_counter() - t0
         entry = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
                  "seconds": seconds, "images_per_s": n / seconds}
         with open(run_dir / LOG, "a") as fh:  # before the checkpoint: see _truncate_log
             fh.write(json.dumps(entry) + "\n")
         save_checkpoint(run_dir, model, optimizer, epoch + 1)
+        if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0 and epoch + 1 < cfg.epochs:
+            save_snapshot(run_dir, epoch + 1, encode_particles(
+                model, particles, prep, cfg, device, progress=False)[0], model)
         log.info("epoch %d/%d  loss %.5g  %.1f img/s", epoch + 1, cfg.epochs, entry["total"],
                  entry["images_per_s"])
+    bar.close()
 
     z, d_euler, d_shift = encode_particles(model, particles, prep, cfg, device,
                                            progress=progress)
     write_npy(run_dir / LATENT, z)
+    if cfg.snapshot_every:
+        save_snapshot(run_dir, cfg.epochs, z, model)
     if cfg.refine_pose:
         _write_refined_poses(run_dir, particles, prep, d_euler, d_shift)
     return TrainResult(run_dir=run_dir, epochs_done=cfg.epochs, latent=z,
