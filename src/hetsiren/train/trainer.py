@@ -40,6 +40,7 @@ from hetsiren.train.data import (
     iterate_batches,
     load_batch,
 )
+from hetsiren.train.health import training_health
 from hetsiren.train.inference import (
     build_model,
     ctf_of,
@@ -216,6 +217,13 @@ def _truncate_log(path: Path, last_epoch: int) -> None:
     atomic_write(path, lambda p: p.write_text("".join(f"{line}\n" for line in lines)))
 
 
+def _read_log(path: Path) -> list[dict]:
+    """The epochs logged so far (after ``_truncate_log``), for the health check on resume."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
     """Adam's step size in ``epoch`` (0-based): cosine decay from ``lr`` to
     ``lr_final_fraction · lr`` over the run (1 = constant, the paper's schedule). Late
@@ -313,6 +321,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
 
     step = _Step(model, cfg, prep, device)
     n = particles.n_particles
+    history = _read_log(run_dir / LOG) if resume else []
+    warned = training_health(history)
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, epoch)
@@ -342,16 +352,25 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm) * b
             bar.update(b)
             bar.set_postfix(loss=f"{float(total.detach()):.4g}",
+                            z_std=f"{float(losses['z_std']):.3g}",
                             img_s=f"{bar.n / (time.perf_counter() - t0):.1f}")
         bar.close()
         seconds = time.perf_counter() - t0
         entry = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
                  "seconds": seconds, "images_per_s": n / seconds}
+        history.append(entry)
+        warning = training_health(history)
+        if warning:
+            entry["health"] = warning
         with open(run_dir / LOG, "a") as fh:  # before the checkpoint: see _truncate_log
             fh.write(json.dumps(entry) + "\n")
         save_checkpoint(run_dir, model, optimizer, epoch + 1)
-        log.info("epoch %d/%d  loss %.5g  %.1f img/s", epoch + 1, cfg.epochs, entry["total"],
+        log.info("epoch %d/%d  loss %.5g  data %.5g  z std %.3g  %.1f img/s", epoch + 1,
+                 cfg.epochs, entry["total"], entry["data"], entry["z_std"],
                  entry["images_per_s"])
+        if warning and warning != warned:
+            log.warning("epoch %d: %s", epoch + 1, warning)
+        warned = warning
 
     z, d_euler, d_shift = encode_particles(model, particles, prep, cfg, device,
                                            progress=progress)
