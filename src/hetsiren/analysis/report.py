@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hetsiren.analysis.plots import cluster_colours
+from hetsiren.train.health import training_health
 from hetsiren.train.runio import atomic_write
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def _report_data(run_dir: Path, record: dict[str, Any], result: AnalysisResult, 
         "spaces": spaces, "clusters": clusters, "trajectories": trajectories,
         "figures": {k: v for k, v in figures.items() if v},
         "has_chimerax": "chimerax" in result.files,
+        "health": training_health(log_entries),
     }
 
 
@@ -111,7 +113,12 @@ def build_report_html(data: dict[str, Any], config_record: dict[str, Any]) -> st
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     config_text = html.escape(json.dumps(config_record, indent=2, default=str))
     title = html.escape(f"HetSIREN landscape - {data['run']['name']}")
+    health = data.get("health")
+    warning = (f'<section class="card" id="health-warning" style="border-left:6px solid #c62828">'
+               f"<h2>Training did not find a landscape</h2><p>{html.escape(health)}</p>"
+               "</section>" if health else "")
     return (_TEMPLATE.replace("%%TITLE%%", title)
+            .replace("%%HEALTH%%", warning)
             .replace("%%CONFIG%%", config_text)
             .replace("%%STYLE%%", _STYLE)
             .replace("%%SCRIPT%%", _SCRIPT)
@@ -143,6 +150,7 @@ _TEMPLATE = """<!DOCTYPE html>
   <div id="run-facts" class="facts"></div>
 </header>
 <main>
+%%HEALTH%%
 <section class="card" id="landscape-card">
   <div class="card-head">
     <h2>Landscape</h2>
