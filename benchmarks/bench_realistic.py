@@ -64,6 +64,8 @@ VARIANTS: dict[str, dict] = {
     "default": {},
     "old defaults (λ 1)": OLD,
     "decoupling off": {"pose_decoupling": 0.0, "ctf_decoupling": 0.0},
+    "λ 0.01": {"pose_decoupling": 0.01, "ctf_decoupling": 0.01},
+    "CTF decoupling only, λ 1": {"pose_decoupling": 0.0, "ctf_decoupling": 1.0},
 }
 
 
@@ -278,10 +280,8 @@ def load_results(out: Path) -> dict[str, dict]:
 def run_all(out: Path, datasets: list[Data], variants: list[str], seeds: list[int],
             schedule: Schedule, maps: bool) -> None:
     done = load_results(out)
-    (out / "latents").mkdir(parents=True, exist_ok=True)
     for data in datasets:
         folder = make_data(out, data)
-        truth, _ = load_truth(folder)
         for label in variants:
             for seed in seeds:
                 key = run_key(data, VARIANTS[label], seed, schedule)
@@ -292,21 +292,31 @@ def run_all(out: Path, datasets: list[Data], variants: list[str], seeds: list[in
                 t0 = time.perf_counter()
                 train(make_config(VARIANTS[label], seed, schedule, folder), run,
                       progress=False)
-                wall = time.perf_counter() - t0
-                metrics = evaluate_run(run, folder, maps=maps, device="cpu")
-                metrics.pop("maps", None)
-                z = np.load(run / LATENT)
-                if data.kind == "discrete":
-                    metrics["rare_recall"] = rare_recall(z, truth["state"])
-                np.save(out / "latents" / f"{key}.npy", z)
-                record = {"key": key, "data": data.name, "variant": label, "seed": seed,
-                          "epochs": make_config({}, seed, schedule).epochs, "box": schedule.box,
-                          "wall_s": wall, **metrics, **log_summary(run)}
-                with open(out / "results.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                done[key] = record
-                print(f"{data.name} | {label} | seed {seed}: {_summary(record)} "
-                      f"({wall:.0f} s)", flush=True)
+                done[key] = score(out, run, data, label, seed, schedule,
+                                  time.perf_counter() - t0, maps)
+
+
+def score(out: Path, run: Path, data: Data, label: str, seed: int, schedule: Schedule,
+          wall: float, maps: bool = True) -> dict:
+    """Evaluate a finished run of ``data`` and append its record to the results store."""
+    folder = make_data(out, data)
+    truth, _ = load_truth(folder)
+    key = run_key(data, VARIANTS[label], seed, schedule)
+    metrics = evaluate_run(run, folder, maps=maps, device="cpu")
+    metrics.pop("maps", None)
+    z = np.load(run / LATENT)
+    if data.kind == "discrete":
+        metrics["rare_recall"] = rare_recall(z, truth["state"])
+    (out / "latents").mkdir(parents=True, exist_ok=True)
+    np.save(out / "latents" / f"{key}.npy", z)
+    record = {"key": key, "data": data.name, "variant": label, "seed": seed,
+              "epochs": make_config({}, seed, schedule).epochs, "box": schedule.box,
+              "wall_s": wall, **metrics, **log_summary(run)}
+    with open(out / "results.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(f"{data.name} | {label} | seed {seed}: {_summary(record)} ({wall:.0f} s)",
+          flush=True)
+    return record
 
 
 # --- report ------------------------------------------------------------------------------

@@ -322,7 +322,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     step = _Step(model, cfg, prep, device)
     n = particles.n_particles
     history = _read_log(run_dir / LOG) if resume else []
-    warned = training_health(history)
+    warned = (training_health(history) or "").split(":")[0] or None
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, epoch)
@@ -368,9 +368,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         log.info("epoch %d/%d  loss %.5g  data %.5g  z std %.3g  %.1f img/s", epoch + 1,
                  cfg.epochs, entry["total"], entry["data"], entry["z_std"],
                  entry["images_per_s"])
-        if warning and warning != warned:
+        kind = warning.split(":")[0] if warning else None  # warn once per failure
+        if kind and kind != warned:
             log.warning("epoch %d: %s", epoch + 1, warning)
-        warned = warning
+        warned = kind
 
     z, d_euler, d_shift = encode_particles(model, particles, prep, cfg, device,
                                            progress=progress)
