@@ -50,6 +50,7 @@ def training_health(entries: Sequence[dict[str, Any]]) -> str | None:
                 "weights), another --seed, or check that poses and CTF match the images.")
     if z[-1] > RUNAWAY_Z_STD and z[-1] > _RUNAWAY_GROWTH * z[0]:
         return (f"latent ran away: z std grew from {z[0]:.3g} to {z[-1]:.3g} by epoch "
-                f"{len(z)} and {flat}. Try a lower --lr, another --seed, or check that poses "
-                "and CTF match the images.")
+                f"{len(z)} and {flat}. Try --pose-decoupling 1 --ctf-decoupling 1 (high-SNR "
+                "data), a lower --lr, another --seed, or check that poses and CTF match the "
+                "images.")
     return None
