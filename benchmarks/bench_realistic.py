@@ -350,7 +350,7 @@ def report(out: Path, docs: Path) -> None:
     results = list(load_results(out).values())
     lines = ["# Realistic landscape benchmark", "",
              "Written by `benchmarks/bench_realistic.py --report`: mean ± sd over the seeds "
-             "listed (worst seed in brackets). ARI / |ρ| PC1, kNN accuracy / R², rare-state "
+             "listed (the lowest seed value in brackets). ARI / |ρ| PC1, kNN accuracy / R², rare-state "
              "recall, leakage kNN R² of the viewing direction and of defocus, map FSC AUC, "
              "z std in the last epoch.", "",
              "| data | variant | epochs | train box | seeds | ARI / abs(ρ) PC1 | kNN acc / R² "
