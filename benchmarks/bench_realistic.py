@@ -351,8 +351,8 @@ def report(out: Path, docs: Path) -> None:
     lines = ["# Realistic landscape benchmark", "",
              "Written by `benchmarks/bench_realistic.py --report`: mean ± sd over the seeds "
              "listed (the lowest seed value in brackets). ARI / |ρ| PC1, kNN accuracy / "
-             "R², rare-state recall, leakage kNN R² of the viewing direction and of defocus, map FSC AUC, "
-             "z std in the last epoch.", "",
+             "R², rare-state recall, leakage kNN R² of the viewing direction and of "
+             "defocus, map FSC AUC, z std in the last epoch.", "",
              "| data | variant | epochs | train box | seeds | ARI / abs(ρ) PC1 | kNN acc / R² "
              "| rare recall | leakage view | leakage defocus | map AUC | z std | wall (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
