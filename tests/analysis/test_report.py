@@ -237,3 +237,23 @@ def test_report_shows_surfaces_in_headless_chromium(report, analyzed_run, tmp_pa
     assert card and "hidden" not in card.group(1)[:20]
     assert len(re.findall(r'<img src="data:image/png[^>]+alt="cluster \d isosurface"',
                           card.group(1))) == K
+
+
+def test_report_names_a_collapsed_training(tmp_path, formats_dir, report):
+    from analysis_helpers import balanced_states, blobs, make_run
+
+    from hetsiren.analysis.analyze import analyze_run
+    from hetsiren.train.runio import LOG
+
+    assert 'id="health-warning"' not in report[1]
+    run = make_run(tmp_path / "run", formats_dir / "relion5.star", blobs(balanced_states(300)))
+    # the issue's collapse: z std 0.035 → 0.0017 while the data term stays at 1.28
+    (run / LOG).write_text("".join(json.dumps({"epoch": i + 1, "total": d, "data": d,
+                                               "z_std": z}) + "\n"
+                                   for i, (d, z) in enumerate([(1.284, 0.035), (1.283, 0.0087),
+                                                               (1.281, 0.0017)])))
+    analyze_run(run, k=3, pcs=0, decode=False)
+    html = (run / "analysis" / "report.html").read_text()
+    assert 'id="health-warning"' in html and "latent collapsed" in html
+    summary = json.loads((run / "analysis" / "summary.json").read_text())
+    assert summary["training_health"].startswith("latent collapsed")

@@ -67,6 +67,7 @@ def _losses_and_grads(step_fn, step, batch):
 
 CASES = {
     "default": {},
+    "decoupling-1": dict(pose_decoupling=1.0, ctf_decoupling=1.0),
     "no-decoupling": dict(pose_decoupling=0.0, ctf_decoupling=0.0),
     "wiener": dict(ctf_mode="wiener"),
     "ctf-none": dict(ctf_mode="none"),

@@ -56,6 +56,7 @@ from hetsiren.analysis.select import ANALYSIS_DIR
 from hetsiren.analysis.surface import render_surface
 from hetsiren.errors import UserInputError
 from hetsiren.outputs import check_outputs
+from hetsiren.train.health import training_health
 from hetsiren.train.runio import (
     LATENT,
     atomic_write,
@@ -349,6 +350,9 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
                                              ("UMAP1", "UMAP2"), "Particle density (UMAP)")
     files["explained_variance"] = plot_explained_variance(ratio, out / "explained_variance.png")
     log_entries = read_training_log(run_dir)
+    health = training_health(log_entries)
+    if health:
+        log.warning("%s: %s", run_dir, health)
     curves = plot_training_curves(log_entries, out / "training_curves.png")
     if curves is not None:
         files["training_curves"] = curves
@@ -376,7 +380,7 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
         "parameters": {"k": k, "pcs": pcs, "umap": umap, "umap_dims": umap_dims,
                        "percentiles": list(percentiles), "n_samples": n_samples,
                        "decode": decode, "seed": seed, "epoch": epoch},
-        "n_particles": n, "zdim": zdim,
+        "n_particles": n, "zdim": zdim, "training_health": health,
         "explained_variance_ratio": ratio.tolist(),
         "files": {key: p.relative_to(out).as_posix() for key, p in files.items()},
         "seconds": time.perf_counter() - t0,

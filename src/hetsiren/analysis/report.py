@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hetsiren.analysis.plots import cluster_colours
+from hetsiren.train.health import training_health
 from hetsiren.train.runio import atomic_write
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ def _report_data(run_dir: Path, record: dict[str, Any], result: AnalysisResult, 
         "surfaces": surfaces,
         "figures": {k: v for k, v in figures.items() if v},
         "has_chimerax": "chimerax" in result.files,
+        "health": training_health(log_entries),
     }
 
 
@@ -118,8 +120,12 @@ def build_report_html(data: dict[str, Any], config_record: dict[str, Any]) -> st
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     config_text = html.escape(json.dumps(config_record, indent=2, default=str))
     title = html.escape(f"HetSIREN landscape - {data['run']['name']}")
-    return _fill_template(_TEMPLATE, {"TITLE": title, "CONFIG": config_text, "STYLE": _STYLE,
-                                      "SCRIPT": _SCRIPT, "DATA": payload})
+    health = data.get("health")
+    warning = (f'<section class="card" id="health-warning" style="border-left:6px solid #c62828">'
+               f"<h2>Training did not find a landscape</h2><p>{html.escape(health)}</p>"
+               "</section>" if health else "")
+    return _fill_template(_TEMPLATE, {"TITLE": title, "HEALTH": warning, "CONFIG": config_text,
+                                      "STYLE": _STYLE, "SCRIPT": _SCRIPT, "DATA": payload})
 
 
 # A marker of the template: %%NAME%%.
@@ -157,6 +163,7 @@ _TEMPLATE = """<!DOCTYPE html>
   <div id="run-facts" class="facts"></div>
 </header>
 <main>
+%%HEALTH%%
 <section class="card" id="landscape-card">
   <div class="card-head">
     <h2>Landscape</h2>

@@ -104,12 +104,13 @@ class TrainConfig:
     """λ5, Eq. 12 statistics of V inside the focus mask vs the reference (needs --ref, --mask)."""
     multires: tuple[int, ...] = (1, 2)  # paper: full (R) and half (2R) resolution suffice
     """Downsampling factors of the multiresolution loss (Eq. 10)."""
-    pose_decoupling: float = 1.0  # paper Eq. 3 gives no value; original code 1
-    """λp, pose disentanglement (Eq. 3); 0 turns it off (up to 2.7x faster per image, fine
-    when the landscape shows no pose/defocus leakage; see docs/benchmarks.md)."""
-    ctf_decoupling: float = 1.0  # paper Eq. 4 gives no value; original code 1
-    """λc, CTF disentanglement (Eq. 4); 0 turns it off. Without it, a 10-D latent of a
-    high-SNR dataset encoded defocus instead of the conformation (docs/benchmarks.md)."""
+    pose_decoupling: float = 0.001  # paper: no value; Flexutils 1; Scipion reportedly 0.001
+    """λp, pose disentanglement (Eq. 3); 0 turns it off (up to 2.7x faster per image). At
+    SNR 0.1 a weight of 1 collapsed z to a constant (the terms' trivial minimum) in every run
+    measured; 0.001 kept the landscape of λ = 0 (docs/benchmarks.md)."""
+    ctf_decoupling: float = 0.001  # paper: no value; Flexutils 1; Scipion reportedly 0.001
+    """λc, CTF disentanglement (Eq. 4); 0 turns it off. At SNR 0.1, 0.001 halved the defocus
+    leakage of λ = 0 without the collapse of λ = 1 (docs/benchmarks.md)."""
 
     # --- optimisation ----------------------------------------------------------------------
     epochs: int = 30

@@ -42,6 +42,7 @@ from hetsiren.train.data import (
     iterate_batches,
     load_batch,
 )
+from hetsiren.train.health import training_health
 from hetsiren.train.inference import (
     build_model,
     ctf_of,
@@ -467,6 +468,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
     # One bar for the whole run: tqdm's rate and time left then cover every remaining epoch.
     bar = tqdm(total=n * (cfg.epochs - start_epoch), unit="img", leave=False,
                disable=not progress_enabled(progress))
+    history = read_training_log(run_dir) if resume else []
+    warned = (training_health(history) or "").split(":")[0] or None
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, epoch)
@@ -490,18 +493,28 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm) * b
             bar.update(b)
-            bar.set_postfix(loss=f"{float(total.detach()):.4g}")
+            bar.set_postfix(loss=f"{float(total.detach()):.4g}",
+                            z_std=f"{float(losses['z_std']):.3g}")
         seconds = time.perf_counter() - t0
         entry = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
                  "seconds": seconds, "images_per_s": n / seconds}
+        history.append(entry)
+        warning = training_health(history)
+        if warning:
+            entry["health"] = warning
         with open(run_dir / LOG, "a") as fh:  # before the checkpoint: see _truncate_log
             fh.write(json.dumps(entry) + "\n")
         save_checkpoint(run_dir, model, optimizer, epoch + 1)
         if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0 and epoch + 1 < cfg.epochs:
             save_snapshot(run_dir, epoch + 1, encode_particles(
                 model, particles, prep, cfg, device, progress=False)[0], model)
-        log.info("epoch %d/%d  loss %.5g  %.1f img/s", epoch + 1, cfg.epochs, entry["total"],
+        log.info("epoch %d/%d  loss %.5g  data %.5g  z std %.3g  %.1f img/s", epoch + 1,
+                 cfg.epochs, entry["total"], entry["data"], entry["z_std"],
                  entry["images_per_s"])
+        kind = warning.split(":")[0] if warning else None  # warn once per failure
+        if kind and kind != warned:
+            log.warning("epoch %d: %s", epoch + 1, warning)
+        warned = kind
     bar.close()
 
     z, d_euler, d_shift = encode_particles(model, particles, prep, cfg, device,
