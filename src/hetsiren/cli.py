@@ -17,7 +17,7 @@ from hetsiren import __version__
 from hetsiren.errors import UserInputError
 
 # Order in `hetsiren --help`: the workflow order. Modules not listed come after, sorted.
-_ORDER = ("info", "simulate", "reconstruct", "train", "encode", "decode", "analyze",
+_ORDER = ("info", "simulate", "reconstruct", "postprocess", "train", "encode", "decode", "analyze",
           "validate", "export", "evaluate", "demo")
 
 

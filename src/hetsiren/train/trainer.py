@@ -29,6 +29,7 @@ from hetsiren.physics import (
     downsample,
     reconstruct_particles,
     resample_map,
+    resolution_at,
     wiener_filter,
 )
 from hetsiren.train import losses as L
@@ -92,14 +93,16 @@ def _read_input_map(path: str, prep: Preprocessing, what: str) -> torch.Tensor:
 
 def _consensus_map(particles: ParticleSet, prep: Preprocessing, cfg: TrainConfig,
                    device: torch.device, progress: bool | None) -> torch.Tensor:
-    """``--ref auto``: V0 = Wiener backprojection of (a sample of) the particles at their
-    consensus poses, at the training box (what ``hetsiren reconstruct`` computes)."""
+    """``--ref auto``: V0 = SNR-weighted backprojection (RELION's τ² from the half-map FSC)
+    of (a sample of) the particles at their consensus poses, at the training box (what
+    ``hetsiren reconstruct`` computes)."""
     n = particles.n_particles
     rng = np.random.default_rng(cfg.seed)
     sample = np.sort(rng.choice(n, size=min(n, _CONSENSUS_SAMPLE), replace=False))
     log.info("reconstructing V0 from %d particles (--ref auto)", len(sample))
     result = reconstruct_particles(particles, indices=sample, box=prep.box, device=device,
-                                   progress=progress_enabled(progress))
+                                   progress=progress_enabled(progress), weighting="ssnr")
+    log.info("V0: half-map FSC %.2f Å at 0.143", resolution_at(result.fsc, 0.143))
     return torch.from_numpy(result.map)
 
 
