@@ -6,7 +6,8 @@ reconstructed from the file's random subsets (rlnRandomSubset / cryoSPARC alignm
 a seeded random split when the file has none), and their FSC sets the regularisation of every
 shell, so that shells without signal are damped instead of amplified; --weighting wiener uses
 one fixed Wiener constant instead. The half-map FSC resolutions (0.143 and 0.5) are printed;
---half-maps also writes the half maps, for `hetsiren postprocess`.
+--half-maps also writes the half maps (with the fixed constant, as RELION's *_unfil half maps)
+for `hetsiren postprocess`.
 
 examples:
   hetsiren reconstruct particles.star -o consensus.mrc

@@ -24,7 +24,8 @@ Two weightings (:data:`Weighting`):
   ``⟨w_half⟩_shell / SSNR`` (⟨·⟩: mean over the shell's voxels inside the Nyquist sphere). The
   halves are rebuilt with that per-shell term and the FSC recomputed, a few times (the first
   halves use the fixed constant). This FSC is computed on the accumulator grid (see
-  :func:`_spectral_fsc`); the FSC reported is that of the finished half maps. τ² is a
+  :func:`_spectral_fsc`); the half maps returned, and the FSC reported, are those with the
+  fixed constant (RELION's ``*_unfil`` half maps, for post-processing). τ² is a
   property of the signal, so the map from all particles uses the same term with its (about
   doubled) weights. RELION averages 1/w over the shell instead of w (its ``sigma2``); the
   arithmetic mean is used here because a few near-empty voxels of the oversampled grid would
@@ -313,13 +314,14 @@ class HalfMaps:
     """Output of :func:`finalize_half_maps` (tensors on the accumulators' device)."""
 
     half1: torch.Tensor
-    """``(D, D, D)`` map of the first half."""
+    """``(D, D, D)`` map of the first half, with the fixed Wiener constant only (as RELION's
+    ``*_unfil`` half maps: what post-processing and local resolution expect)."""
     half2: torch.Tensor
-    """``(D, D, D)`` map of the second half."""
+    """``(D, D, D)`` map of the second half, likewise."""
     full: torch.Tensor
-    """``(D, D, D)`` map of both halves' accumulators together."""
+    """``(D, D, D)`` map of both halves' accumulators together, with the chosen weighting."""
     fsc: FSCCurve
-    """FSC between the final half maps."""
+    """FSC between the two half maps."""
     shell_regularisation: torch.Tensor | None
     """``(D//2 + 1,)`` the ε per shell used ("ssnr"), None for "wiener"."""
 
@@ -334,6 +336,11 @@ def finalize_half_maps(
     iterations: int = DEFAULT_SSNR_ITERATIONS,
 ) -> HalfMaps:
     """Half maps, their FSC and the map of all particles from two halves' accumulators.
+
+    The half maps returned keep the fixed Wiener constant whatever the weighting: damping their
+    weak shells would make their FSC see, in those shells, mostly what the crop and gridding
+    correction leak from stronger ones, and post-processing (FSC weighting, Guinier B-factor)
+    expects unfiltered halves, as RELION's ``*_unfil`` maps.
 
     Args:
         acc1, acc2: ``(numerator (P,P,P,2), weights (P,P,P))`` of each half (left unchanged).
@@ -363,8 +370,6 @@ def finalize_half_maps(
             eps = shell_regularisation_from_fsc(_spectral_fsc(s1, s2, d), mean_w)
             s1 = _regularised_spectrum(*acc1, d, regularisation, eps)
             s2 = _regularised_spectrum(*acc2, d, regularisation, eps)
-        h1 = finalize_reconstruction(*acc1, d, shell_regularisation=eps)
-        h2 = finalize_reconstruction(*acc2, d, shell_regularisation=eps)
     full = finalize_reconstruction(num, wt, d, regularisation, shell_regularisation=eps)
     return HalfMaps(h1, h2, full, fsc(h1, h2, pixel_size_A), eps)
 
@@ -405,9 +410,10 @@ class ReconstructionResult:
     map: np.ndarray
     """``(D, D, D)`` float32 map from all particles."""
     half1: np.ndarray | None
-    """``(D, D, D)`` map of the first half (``half_maps`` or "ssnr" only)."""
+    """``(D, D, D)`` map of the first half, fixed Wiener constant (``half_maps`` or "ssnr"
+    only; see :class:`HalfMaps`)."""
     half2: np.ndarray | None
-    """``(D, D, D)`` map of the second half (``half_maps`` or "ssnr" only)."""
+    """``(D, D, D)`` map of the second half, likewise."""
     fsc: FSCCurve | None
     """FSC between the half maps (``half_maps`` or "ssnr" only)."""
     pixel_size_A: float
