@@ -18,6 +18,7 @@ from hetsiren.physics.postprocess import (
     lowpass_map,
     masked_fsc,
     randomise_phases,
+    sharpen_map,
 )
 
 D, PIXEL_A = 32, 2.0
@@ -139,3 +140,17 @@ def test_local_resolution_follows_where_the_halves_agree():
     assert good <= 2.5 * PIXEL_A  # near Nyquist (2 × pixel)
     assert bad > good + 1.0
     assert locres.shape == (D, D, D) and float(locres[0, 0, 0]) == 0.0  # outside the sphere
+
+
+def test_sharpen_map_applies_bfactor_then_lowpass():
+    vol = torch.from_numpy(np.random.default_rng(2).standard_normal((D, D, D)))
+    out = sharpen_map(vol, PIXEL_A, resolution_A=D * PIXEL_A / 8, bfactor_A2=-50.0)
+    spec_in = np.abs(np.fft.fftshift(np.fft.fftn(vol.numpy())))
+    spec_out = np.abs(np.fft.fftshift(np.fft.fftn(out.numpy())))
+    shells = _shells_numpy(D)
+    s = shells / (D * PIXEL_A)
+    low = (shells >= 1) & (shells <= 6)
+    np.testing.assert_allclose(spec_out[low] / spec_in[low], np.exp(50.0 * s[low] ** 2 / 4),
+                               rtol=1e-6)
+    assert np.allclose(spec_out[(shells >= 10) & (shells <= D // 2)], 0.0, atol=1e-9)
+    assert torch.equal(sharpen_map(vol, PIXEL_A), vol)  # nothing asked, nothing done

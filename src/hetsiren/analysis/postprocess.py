@@ -32,19 +32,17 @@ from hetsiren.physics.postprocess import (
     RANDOMISE_BELOW_FSC,
     GuinierFit,
     MaskedFSC,
-    apply_bfactor,
     auto_mask,
     filter_shells,
     fit_guinier,
     fsc_weights,
     local_resolution,
-    lowpass_map,
     masked_fsc,
+    sharpen_map,
 )
 from hetsiren.train.runio import write_json
 
-__all__ = ["PostprocessConfig", "PostprocessResult", "postprocess_files", "postprocess_maps",
-           "sharpen_map"]
+__all__ = ["PostprocessConfig", "PostprocessResult", "postprocess_files", "postprocess_maps"]
 
 log = logging.getLogger(__name__)
 
@@ -121,28 +119,6 @@ class PostprocessResult:
         return out
 
 
-def sharpen_map(volume: np.ndarray | torch.Tensor, pixel_size_A: float,
-                resolution_A: float | None = None, bfactor_A2: float = 0.0) -> np.ndarray:
-    """Sharpen (B < 0) or blur (B > 0) a map and low-pass it at ``resolution_A`` (the
-    "internal sharpening" of decoded maps at the resolution a validation supports).
-
-    Args:
-        volume: ``(D, D, D)`` map.
-        pixel_size_A: voxel size in Å.
-        resolution_A: low-pass (raised-cosine edge, 0.5 here); None: no low-pass.
-        bfactor_A2: amplitudes × exp(−B s²/4).
-
-    Returns:
-        ``(D, D, D)`` float32 map.
-    """
-    vol = torch.as_tensor(np.asarray(volume, dtype=np.float64))
-    if bfactor_A2:
-        vol = apply_bfactor(vol, bfactor_A2, pixel_size_A)
-    if resolution_A is not None:
-        vol = lowpass_map(vol, resolution_A, pixel_size_A)
-    return vol.numpy().astype(np.float32)
-
-
 def _curve(label: str, curve: FSCCurve) -> dict[str, Any]:
     return {"label": label, "frequency_per_A": curve.frequency_per_A.tolist(),
             "fsc": curve.fsc.tolist()}
@@ -197,8 +173,7 @@ def postprocess_maps(half1: np.ndarray, half2: np.ndarray, pixel_size_A: float,
         except ValueError as exc:
             log.warning("no automatic B-factor (%s): not sharpening", exc)
             bfactor = 0.0
-    sharpened = lowpass_map(apply_bfactor(weighted, bfactor, pixel_size_A), resolution,
-                            pixel_size_A)
+    sharpened = sharpen_map(weighted, pixel_size_A, resolution, bfactor)
     locres = None
     if cfg.local_resolution:
         locres = local_resolution(h1, h2, pixel_size_A, m, cfg.local_window_px,

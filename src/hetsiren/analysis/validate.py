@@ -32,12 +32,18 @@ import torch
 from hetsiren.analysis.analyze import load_latent
 from hetsiren.analysis.landscape import nearest_particles
 from hetsiren.analysis.plots import plot_fsc, plot_histograms
-from hetsiren.analysis.postprocess import PostprocessConfig, postprocess_maps, sharpen_map
+from hetsiren.analysis.postprocess import PostprocessConfig, postprocess_maps
 from hetsiren.analysis.select import ANALYSIS_DIR, load_labels
 from hetsiren.errors import UserInputError
 from hetsiren.io import read_particles, write_map
 from hetsiren.physics import FSCCurve, reconstruct_particles, resolution_at
-from hetsiren.physics.postprocess import MaskedFSC, fit_guinier, local_resolution, masked_fsc
+from hetsiren.physics.postprocess import (
+    MaskedFSC,
+    fit_guinier,
+    local_resolution,
+    masked_fsc,
+    sharpen_map,
+)
 from hetsiren.train.inference import decode_latent, load_run, read_latent_points
 from hetsiren.train.runio import write_json
 
@@ -153,7 +159,7 @@ def validate_point(run_dir: str | Path, point: np.ndarray, out_dir: str | Path,
     except ValueError as exc:
         log.info("decoded map not sharpened (%s): low-passed only", exc)
         bfactor = 0.0
-    sharpened = sharpen_map(decoded, pixel_A, supported_A, bfactor)
+    sharpened = sharpen_map(dec, pixel_A, supported_A, bfactor).numpy().astype(np.float32)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,7 @@ __all__ = [
     "lowpass_map",
     "masked_fsc",
     "randomise_phases",
+    "sharpen_map",
     "shell_of_resolution",
     "soft_edge",
 ]
@@ -109,6 +110,28 @@ def apply_bfactor(volume: torch.Tensor, bfactor_A2: float, pixel_size_A: float) 
     """Multiply amplitudes by ``exp(−B s² / 4)``: a negative B sharpens, a positive one blurs."""
     s = torch.from_numpy(_shell_frequencies(volume.shape[-1], pixel_size_A))
     return filter_shells(volume, torch.exp(-bfactor_A2 * s**2 / 4))
+
+
+def sharpen_map(volume: torch.Tensor, pixel_size_A: float, resolution_A: float | None = None,
+                bfactor_A2: float = 0.0) -> torch.Tensor:
+    """Sharpen (B < 0) or blur (B > 0) a map, then low-pass it at ``resolution_A`` (the
+    "internal sharpening" of decoded maps at the resolution a validation supports).
+
+    Args:
+        volume: ``(D, D, D)`` map.
+        pixel_size_A: voxel size in Å.
+        resolution_A: low-pass (raised-cosine edge, 0.5 there); None: no low-pass.
+        bfactor_A2: amplitudes × exp(−B s²/4).
+
+    Returns:
+        ``(D, D, D)`` map, dtype of ``volume``.
+    """
+    out = volume
+    if bfactor_A2:
+        out = apply_bfactor(out, bfactor_A2, pixel_size_A)
+    if resolution_A is not None:
+        out = lowpass_map(out, resolution_A, pixel_size_A)
+    return out
 
 
 # ------------------------------------------------------------------------------ masks
