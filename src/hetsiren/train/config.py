@@ -46,8 +46,9 @@ class TrainConfig:
     """Pixel size of the input images in Å, for files that do not carry it."""
     ref: str | None = None
     """Reference map V0 (refinement, Eq. 2); 'auto' = reconstruct V0 from the particles at their
-    poses (SNR-weighted, as ``hetsiren reconstruct``; recommended without a consensus map);
-    None = V0 = 0, full heterogeneous reconstruction as in the paper."""
+    poses (fixed-Wiener backprojection, as ``hetsiren reconstruct --weighting wiener``;
+    recommended without a consensus map); None = V0 = 0, full heterogeneous reconstruction as
+    in the paper."""
     mask: str | None = None
     """Focus mask: the decoder covers only its voxels (Eq. 11) and Eq. 12 applies."""
 
