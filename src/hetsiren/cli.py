@@ -24,8 +24,9 @@ from hetsiren.errors import UserInputError
 from hetsiren.outputs import describe_os_error
 
 # Order in `hetsiren --help`: the workflow order. Modules not listed come after, sorted.
-_ORDER = ("info", "simulate", "reconstruct", "train", "convergence", "encode", "decode",
-          "analyze", "landscape", "trajectory", "validate", "export", "evaluate", "demo")
+_ORDER = ("info", "simulate", "reconstruct", "postprocess", "train", "convergence", "encode",
+          "decode", "analyze", "landscape", "trajectory", "validate", "export", "evaluate",
+          "demo")
 
 
 def _command_modules():

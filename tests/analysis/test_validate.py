@@ -19,7 +19,8 @@ from hetsiren.analysis.validate import validate_run
 from hetsiren.cli import main as cli
 from hetsiren.errors import UserInputError
 
-MAPS = ("decoded", "reconstruction", "half1", "half2")
+MAPS = ("decoded", "decoded_sharpened", "reconstruction", "half1", "half2", "mask", "locres",
+        "local_agreement")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def test_validate_cluster_writes_maps_plot_and_json(validated, truth_states):
             assert f.data.shape == (32, 32, 32)
             assert np.isfinite(f.data).all()
             assert float(f.voxel_size.x) == pytest.approx(5.0)
-    assert (out / "fsc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("fsc.png", "locres.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     info = json.loads((out / "validation.json").read_text())
     assert info["n_particles"] == result.n_particles == 40
     for key, value in result.summary().items():
@@ -46,6 +48,7 @@ def test_validate_cluster_writes_maps_plot_and_json(validated, truth_states):
         if key.endswith("_A"):
             assert value >= 2 * 5.0 - 1e-6  # never beyond Nyquist
     assert len(info["point"]) == ZDIM
+    assert len(info["curves"]) == 4
     for curve in info["curves"]:
         assert len(curve["fsc"]) == 16 == len(curve["frequency_per_A"])
         assert all(math.isfinite(v) and -1.0001 <= v <= 1.0001 for v in curve["fsc"])
@@ -68,6 +71,40 @@ def test_half_maps_of_real_particles_agree_at_low_resolution(validated):
     must correlate in the lowest shells whatever the decoder learnt."""
     _, _, result = validated
     assert result.half_map_fsc.fsc[:2].min() > 0.5
+
+
+def test_decoded_map_is_scored_at_05_not_0143(validated):
+    """A map against a reference is read at FSC 0.5; 0.143 is for two half maps."""
+    from hetsiren.physics import resolution_at
+
+    _, _, result = validated
+    summary = result.summary()
+    assert not any("decoded" in key and "0.143" in key for key in summary)
+    assert summary["decoded_vs_reconstruction_resolution_0.5_A"] == round(
+        resolution_at(result.decoded_vs_reconstruction.corrected, 0.5), 2)
+    assert summary["half_maps_resolution_0.143_A"] == round(
+        resolution_at(result.half_map_masked.corrected, 0.143), 2)
+
+
+def test_validate_warns_when_the_cluster_is_smaller_than_n(analyzed_run, caplog):
+    """--n 2000 on a cluster of a few dozen particles: all of them are used, and two warnings
+    say so and that so few cannot judge the decoded map."""
+    run, analysis = analyzed_run
+    size = int((analysis.clustering.labels == 2).sum())
+    with caplog.at_level("WARNING", logger="hetsiren.analysis.validate"):
+        result = validate_run(run, cluster=2, device="cpu", progress=False)
+    assert result.n_particles == size < 2000
+    text = caplog.text
+    assert f"cluster 2 has {size} particles, fewer than --n 2000" in text
+    assert f"only {size} particles" in text
+
+
+def test_validate_help_states_the_cluster_cap(capsys):
+    with pytest.raises(SystemExit):
+        cli(["validate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "at most the cluster's size" in help_text
+    assert "default: 2000" in help_text
 
 
 def test_validate_at_a_latent_point_file(analyzed_run, tmp_path):

@@ -58,6 +58,10 @@ def _cases(tmp: Path) -> dict[str, tuple[Path, list[str]]]:
     cases["text_tilt"] = (f, ["text.star", "row 1", "rlnAngleTilt", "'abc'"])
     f = _star(tmp / "past_end.star", POSE, ["1@s.mrcs 1 2 3", "4@s.mrcs 1 2 3"])
     cases["past_end"] = (f, ["past_end.star", "row 2", "image 4", "s.mrcs", "only 3 images"])
+    f = _star(tmp / "subset.star", POSE + ["rlnRandomSubset"],
+              ["1@s.mrcs 1 2 3 1", "2@s.mrcs 1 2 3 3"])
+    cases["bad_random_subset"] = (f, ["subset.star", "rlnRandomSubset", "particle 2",
+                                      "expected 1 or 2"])
     (tmp / "fake.mrcs").write_text("this is not an MRC file\n" * 100)
     cases["not_mrc"] = (tmp / "fake.mrcs", ["fake.mrcs", "not an MRC"])
     f = _star(tmp / "to_fake.star", POSE, ["1@fake.mrcs 1 2 3"])
@@ -74,7 +78,8 @@ def _cases(tmp: Path) -> dict[str, tuple[Path, list[str]]]:
 
 
 CASES = ["no_image_name", "partial_ctf", "partial_angles", "short_row", "long_row", "nan_tilt",
-         "text_tilt", "past_end", "not_mrc", "star_to_not_mrc", "bad_image_name", "no_block",
+         "bad_random_subset", "text_tilt", "past_end", "not_mrc", "star_to_not_mrc",
+         "bad_image_name", "no_block",
          "bad_cs", "missing_file", "unknown_suffix"]
 
 

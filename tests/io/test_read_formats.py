@@ -154,6 +154,9 @@ def test_relion5(formats_dir):
                                np.deg2rad([49.059993, 81.974647]))
     missing = sorted(m.name for m in p.images.missing_stacks)
     assert missing == ["toy_images_a.mrcs", "toy_images_b.mrcs"]
+    # rlnRandomSubset, column 26, in file order
+    np.testing.assert_array_equal(p.random_subset,
+                                  [1, 2, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 2, 1, 2, 1])
 
 
 def test_cryosparc_p12_j24(formats_dir):
@@ -176,6 +179,10 @@ def test_cryosparc_p12_j24(formats_dir):
     np.testing.assert_allclose(p.ctf.voltage_kv, 200.0)
     np.testing.assert_allclose(p.ctf.cs_mm, 2.0)
     np.testing.assert_allclose(p.ctf.amplitude_contrast, 0.07, rtol=1e-6)
+    # alignments3D/split (0/1) → halves 1/2: first [1 0 0 0 1], last [0 0 1], 1009 ones
+    np.testing.assert_array_equal(p.random_subset[:5], [2, 1, 1, 1, 2])
+    np.testing.assert_array_equal(p.random_subset[-3:], [1, 1, 2])
+    assert (p.random_subset == 2).sum() == 1009 and (p.random_subset == 1).sum() == 1010
     src = p.images
     assert isinstance(src, MrcImageSource)
     assert src.index_in_stack[0] == 0 and src.index_in_stack[-1] == 124  # blob/idx

@@ -26,6 +26,8 @@ __all__ = [
     "plot_density",
     "plot_explained_variance",
     "plot_fsc",
+    "plot_guinier",
+    "plot_histograms",
     "plot_landscape",
     "plot_map_landscape",
     "plot_training_curves",
@@ -229,6 +231,47 @@ def plot_fsc(curves: Sequence[dict[str, Any]], path: str | Path, title: str = ""
     ax.set_ylabel("FSC")
     ax.legend(frameon=False, fontsize=8)
     ax.set_title(title or "Fourier shell correlation", fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_guinier(s2_per_A2: np.ndarray, log_amplitude: np.ndarray, fitted: np.ndarray,
+                 intercept: float, slope_A2: float, path: str | Path, title: str = "") -> Path:
+    """Guinier plot: ln(mean amplitude) against s² per shell, the fitted shells and the line."""
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    ax.plot(s2_per_A2, log_amplitude, lw=1.4, color="C0", label="ln |F| (masked, FSC-weighted)")
+    ax.plot(s2_per_A2[fitted], log_amplitude[fitted], "o", ms=3, color="C1",
+            label="shells fitted")
+    x = s2_per_A2[fitted]
+    ax.plot(x, intercept + slope_A2 * x, color="C3", lw=1.2,
+            label=f"fit, B = {4 * slope_A2:.0f} Å²")
+    ax.set_xlabel("s² (1/Å²)")
+    ax.set_ylabel("ln amplitude")
+    ax.legend(frameon=False, fontsize=8)
+    ax.set_title(title or "Guinier plot", fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_histograms(values: dict[str, np.ndarray], path: str | Path, xlabel: str,
+                    title: str = "", bins: int = 40) -> Path:
+    """Overlaid histograms (fraction of values per bin) on common bins, with each median."""
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    finite = [np.asarray(v, dtype=np.float64) for v in values.values()]
+    finite = [v[np.isfinite(v)] for v in finite]
+    everything = np.concatenate(finite) if finite else np.zeros(0)
+    edges = (np.linspace(everything.min(), everything.max() + 1e-9, bins + 1)
+             if everything.size else np.linspace(0, 1, bins + 1))
+    for i, (label, v) in enumerate(zip(values, finite, strict=True)):
+        if not v.size:
+            continue
+        ax.hist(v, bins=edges, weights=np.full(v.size, 1.0 / v.size), alpha=0.55,
+                color=f"C{i}", label=f"{label} (median {np.median(v):.2f})")
+        ax.axvline(float(np.median(v)), color=f"C{i}", lw=1.0, ls="--")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of voxels")
+    ax.legend(frameon=False, fontsize=8)
+    ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
 
 

@@ -1,8 +1,11 @@
 """Check a decoded map against a reconstruction from the particles nearest it (paper Fig. 10).
 
-Reconstructs the N particles nearest a latent point (half maps, FSC) by Wiener backprojection
-at their consensus poses and reports the FSC between that reconstruction and the map the
-decoder produces there. Output in RUN/analysis/validate/<cluster_NN or name>/.
+Reconstructs the N particles nearest a latent point (SNR-weighted, two half maps) at their
+consensus poses and compares it with the map the decoder produces there, inside a soft mask
+made from the reconstruction: the FSC corrected by phase randomisation, read at 0.5 (a map
+against a reference), and the local agreement; the half maps' own FSC (at 0.143) and local
+resolution say how far the particles can judge. Also writes the decoded map low-passed at the
+supported resolution and sharpened. Output in RUN/analysis/validate/<cluster_NN or name>/.
 
 examples:
   hetsiren validate run --cluster 3
@@ -21,7 +24,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     where.add_argument("--cluster", type=int, help="cluster number from `hetsiren analyze`")
     where.add_argument("--z", help="latent point: .npy or text (first row used)")
     p.add_argument("--n", type=int, default=2000,
-                   help="particles nearest the point to reconstruct (default: %(default)s)")
+                   help="particles nearest the point to reconstruct (default: %(default)s); "
+                        "with --cluster at most the cluster's size (all its particles, with a "
+                        "warning, when it has fewer); fewer than 1000 give a warning")
     p.add_argument("--k", type=int,
                    help="KMeans clusters when the run has not been analysed (default: the k "
                         "`hetsiren analyze` stored)")

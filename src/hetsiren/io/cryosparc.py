@@ -6,7 +6,8 @@ writes for imported files is stripped), ``blob/idx`` (0-based), ``blob/shape``,
 :func:`hetsiren.geometry.rotvec_cryosparc_to_matrix`), ``alignments3D/shift`` (pixels at
 ``alignments3D/psize_A``, else ``blob/psize_A``; same sign as RELION's origin); ``ctf/df1_A``,
 ``ctf/df2_A``, ``ctf/df_angle_rad``, ``ctf/accel_kv``, ``ctf/cs_mm``, ``ctf/amp_contrast``,
-optional ``ctf/phase_shift_rad`` and ``ctf/bfactor``.
+optional ``ctf/phase_shift_rad`` and ``ctf/bfactor``; ``alignments3D/split`` (0/1, the
+gold-standard half) when present.
 
 Fields missing from the main file (cryoSPARC keeps some in a ``*passthrough*.cs`` beside it)
 are taken from a passthrough file, matched by ``uid``: the one given, or the only
@@ -178,9 +179,18 @@ def read_cs_particles(path: str | Path, datadir: str | Path | None = None,
             phase_shift_rad=opt("ctf/phase_shift_rad"),
             bfactor_A2=opt("ctf/bfactor"),
         )
+    random_subset = None
+    if "alignments3D/split" in names:
+        split = _field(path, arr, "alignments3D/split")
+        if not np.isin(split, (0, 1)).all():
+            row = int(np.flatnonzero(~np.isin(split, (0, 1)))[0])
+            raise UserInputError(f"{path}: row {row + 1}, field alignments3D/split: got "
+                                 f"{split[row]:g}; expected 0 or 1 (the gold-standard half)")
+        random_subset = split.astype(np.int64) + 1
     return ParticleSet(
         n_particles=n, box_size=images.box_size, pixel_size_A=pixel, images=images,
         rotations=rotations, shifts_A=shifts_A, ctf=ctf, optics_group=None,
+        random_subset=random_subset,
         metadata={"format": "cs", "path": str(path), "array": arr,
                   "passthrough": str(pt_path) if pt_path else None},
     )

@@ -8,6 +8,8 @@ downstream knows about file formats. Conventions (see ``hetsiren.geometry``):
   (the particle's content sits at minus its origin relative to the plain projection).
 - ``ctf``: per-particle RELION/CTFFIND parameters, angles in radians.
 - ``pixel_size_A``: ``(N,)`` pixel size of the images as stored, in Å.
+- ``random_subset``: ``(N,)`` int64 gold-standard half (1 or 2) of each particle, as RELION's
+  ``rlnRandomSubset`` (cryoSPARC's 0-based ``alignments3D/split`` + 1), or None.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class ParticleSet:
     shifts_A: np.ndarray | None = None
     ctf: CTFParams | None = None
     optics_group: np.ndarray | None = None
+    random_subset: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -232,6 +232,19 @@ def _amplitude_contrast(cols: _Columns, path: Path) -> np.ndarray:
     return np.full(len(cols.particles), DEFAULT_AMPLITUDE_CONTRAST)
 
 
+def _random_subset(cols: _Columns, path: Path) -> np.ndarray | None:
+    """``rlnRandomSubset`` as ``(N,)`` int64 halves 1/2, or None when the column is absent."""
+    if "rlnRandomSubset" not in cols.particles.columns:
+        return None
+    values = cols.numeric("rlnRandomSubset")
+    bad = ~np.isin(values, (1, 2))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise UserInputError(f"{path}: rlnRandomSubset of particle {row + 1} is {values[row]:g}; "
+                             "expected 1 or 2 (the gold-standard half)")
+    return values.astype(np.int64)
+
+
 def read_star_particles(path: str | Path, datadir: str | Path | None = None,
                         pixel_size_A: float | None = None,
                         require_pixel_size: bool = True) -> ParticleSet:
@@ -314,9 +327,11 @@ def read_star_particles(path: str | Path, datadir: str | Path | None = None,
 
     optics_group = cols.numeric("rlnOpticsGroup").astype(np.int64) if cols.has(
         "rlnOpticsGroup") else None
+    random_subset = _random_subset(cols, path)
     return ParticleSet(
         n_particles=n, box_size=images.box_size, pixel_size_A=pixel, images=images,
         rotations=rotations, shifts_A=shifts_A, ctf=ctf, optics_group=optics_group,
+        random_subset=random_subset,
         metadata={"format": "star", "path": str(path), "blocks": blocks,
                   "particles_block": pblock, "optics_block": oblock,
                   "origin_unit": origin_unit, "version": _file_version(path)},

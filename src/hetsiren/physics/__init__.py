@@ -19,26 +19,36 @@ from hetsiren.physics.fourier import (
 from hetsiren.physics.fsc import FSCCurve, fsc, resolution_at
 from hetsiren.physics.projection import SplatPlan, project_points, project_volume_reference
 from hetsiren.physics.reconstruct import (
+    DEFAULT_WEIGHTING,
+    HalfMaps,
     ReconstructionResult,
+    Weighting,
     backproject,
+    finalize_half_maps,
     finalize_reconstruction,
     new_accumulators,
     reconstruct,
     reconstruct_particles,
+    shell_regularisation_from_fsc,
 )
 
 __all__ = [
+    "DEFAULT_WEIGHTING",
     "DEFAULT_WIENER_SNR",
     "FSCCurve",
+    "HalfMaps",
     "SplatPlan",
     "ReconstructionResult",
+    "Weighting",
     "backproject",
+    "finalize_half_maps",
     "finalize_reconstruction",
     "fsc",
     "new_accumulators",
     "reconstruct",
     "reconstruct_particles",
     "resolution_at",
+    "shell_regularisation_from_fsc",
     "apply_ctf",
     "compute_ctf",
     "downsample",

@@ -11,12 +11,32 @@ radial gridding correction sinc(|x|/P) (see :func:`_gridding_correction`).
 
 Accumulators are centred spectra of size ``P = oversampling · D`` (index P//2 = DC), the
 numerator stored as ``(P, P, P, 2)`` float64 (real, imaginary), the weights ``(P, P, P)``.
+
+Two weightings (:data:`Weighting`):
+
+- ``"wiener"``: the fixed constant above, the same in every shell. Where the signal is weak
+  (high resolution, CTF zeros) it amplifies noise: the map's power spectrum then rises far above
+  the true map's.
+- ``"ssnr"`` (RELION's, Scheres 2012, J. Struct. Biol. 180:519): two half maps are built from
+  independent halves of the particles; the FSC between them gives each shell's spectral SNR of
+  a half map, SSNR = FSC / (1 − FSC) (FSC clamped to [0.001, 0.999] as RELION does). For a
+  half with weights w, SSNR ≈ τ²·⟨w⟩ / σ², so the Wiener term of the shell, σ²/τ², is
+  ``⟨w_half⟩_shell / SSNR`` (⟨·⟩: mean over the shell's voxels inside the Nyquist sphere). The
+  halves are rebuilt with that per-shell term and the FSC recomputed, a few times (the first
+  halves use the fixed constant). This FSC is computed on the accumulator grid (see
+  :func:`_spectral_fsc`); the half maps returned, and the FSC reported, are those with the
+  fixed constant (RELION's ``*_unfil`` half maps, for post-processing). τ² is a
+  property of the signal, so the map from all particles uses the same term with its (about
+  doubled) weights. RELION averages 1/w over the shell instead of w (its ``sigma2``); the
+  arithmetic mean is used here because a few near-empty voxels of the oversampled grid would
+  otherwise dominate the harmonic one.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,12 +50,18 @@ from hetsiren.physics.fsc import FSCCurve, fsc
 __all__ = [
     "DEFAULT_OVERSAMPLING",
     "DEFAULT_REGULARISATION",
+    "DEFAULT_SSNR_ITERATIONS",
+    "DEFAULT_WEIGHTING",
+    "HalfMaps",
     "ReconstructionResult",
+    "Weighting",
     "backproject",
+    "finalize_half_maps",
     "finalize_reconstruction",
     "new_accumulators",
     "reconstruct",
     "reconstruct_particles",
+    "shell_regularisation_from_fsc",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +73,17 @@ DEFAULT_OVERSAMPLING = 2
 # well-sampled frequencies untouched, large enough to damp empty or CTF-zero voxels.
 DEFAULT_REGULARISATION = 1e-2
 _DEFAULT_BATCH = 128
+
+Weighting = Literal["wiener", "ssnr"]
+"""Regularisation of the backprojection: fixed Wiener constant, or per shell from the half-map
+FSC (RELION's τ²)."""
+DEFAULT_WEIGHTING: Weighting = "ssnr"
+# FSC → SSNR, then rebuild the halves: the FSC moves by < 0.01 after the second round on the
+# simulated CTF data of tests/physics/test_reconstruct.py; 3 leaves a margin.
+DEFAULT_SSNR_ITERATIONS = 3
+# RELION's clamp of the FSC before FSC/(1 − FSC) (backprojector.cpp): a shell with no signal
+# gets SSNR 0.001 (strongly damped), a perfect one 999 (barely regularised).
+_FSC_CLAMP = (1e-3, 0.999)
 
 
 def new_accumulators(box_size: int, oversampling: int = DEFAULT_OVERSAMPLING, device=None
@@ -116,7 +153,7 @@ def backproject(
     if ctf is not None:
         ctf = ctf.to(device=device, dtype=work)
         images = filter_images(images, ctf)
-        weight2d = _ctf_on_padded_grid(ctf, oversampling) ** 2  # [b, P, P]
+        weight2d = _ctf_on_padded_grid(ctf**2, oversampling)  # [b, P, P]
     if oversampling > 1:
         lo = p // 2 - d // 2
         padded = images.new_zeros(b, p, p)
@@ -166,11 +203,38 @@ def _gridding_correction(d: int, p: int, dtype, device) -> torch.Tensor:
     return torch.sinc(r / p)
 
 
+def _padded_shells(p: int, oversampling: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P, P, P)`` shell k (of the D = P/o map) of each voxel of the centred P grid, and the
+    ``(P, P, P)`` mask of the voxels inside the Nyquist sphere."""
+    axis = torch.arange(p, device=device, dtype=torch.float64) - p // 2
+    zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
+    r = torch.sqrt(xx**2 + yy**2 + zz**2)
+    return torch.round(r / oversampling).long(), r <= p // 2
+
+
+def _regularised_spectrum(numerator: torch.Tensor, weights: torch.Tensor, box_size: int,
+                          regularisation: float, shell_regularisation: torch.Tensor | None
+                          ) -> torch.Tensor:
+    """``(P, P, P)`` complex ``num / (weights + ε)`` inside the Nyquist sphere, 0 outside."""
+    p, d = weights.shape[-1], box_size
+    shells, sphere = _padded_shells(p, p // d, weights.device)
+    if shell_regularisation is None:
+        mean_weight = weights[sphere].mean()
+        eps = regularisation * mean_weight if mean_weight > 0 else 1.0
+    else:
+        per_shell = torch.as_tensor(shell_regularisation, dtype=torch.float64,
+                                    device=weights.device)
+        eps = per_shell[shells.clamp(max=d // 2)]
+    spec = torch.view_as_complex(numerator.contiguous()) / (weights + eps)
+    return torch.where(sphere, spec, 0)
+
+
 def finalize_reconstruction(
     numerator: torch.Tensor,
     weights: torch.Tensor,
     box_size: int,
     regularisation: float = DEFAULT_REGULARISATION,
+    shell_regularisation: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Map from accumulators: ``num / (weights + ε)`` → real space → crop → gridding correction.
 
@@ -178,24 +242,136 @@ def finalize_reconstruction(
         numerator: ``(P, P, P, 2)`` Σ CTF·F (real, imaginary), centred.
         weights: ``(P, P, P)`` Σ CTF², centred.
         box_size: D of the output (P must be a multiple of it).
-        regularisation: ε relative to the mean weight inside the Nyquist sphere.
+        regularisation: fixed ε relative to the mean weight inside the Nyquist sphere (used
+            when ``shell_regularisation`` is None).
+        shell_regularisation: ``(D//2 + 1,)`` absolute ε of each shell k = 0 … D//2 (σ²/τ²,
+            from :func:`shell_regularisation_from_fsc`), or None for the fixed ε.
 
     Returns:
         ``(D, D, D)`` float32 map ``[z, y, x]``, origin at D//2.
     """
     p, d = weights.shape[-1], box_size
-    axis = torch.arange(p, device=weights.device, dtype=torch.float64) - p // 2
-    zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
-    sphere = (xx**2 + yy**2 + zz**2) <= (p // 2) ** 2
-    mean_weight = weights[sphere].mean()
-    eps = regularisation * mean_weight if mean_weight > 0 else 1.0
-    spec = torch.view_as_complex(numerator.contiguous()) / (weights + eps)
-    spec = torch.where(sphere, spec, 0)
+    spec = _regularised_spectrum(numerator, weights, d, regularisation, shell_regularisation)
     vol = centered_ifftn(spec, 3).real
     lo = p // 2 - d // 2
     vol = vol[lo:lo + d, lo:lo + d, lo:lo + d]
     vol = vol / _gridding_correction(d, p, vol.dtype, vol.device)
     return vol.float()
+
+
+def _spectral_fsc(spec1: torch.Tensor, spec2: torch.Tensor, box_size: int) -> np.ndarray:
+    """``(D//2,)`` FSC of shells 1 … D//2 of two ``(P, P, P)`` centred spectra, computed on
+    the accumulator grid (shell k of the D map: P-grid radius / o rounded to k).
+
+    Used to estimate the SSNR: the FSC of the finished maps would also see what their crop and
+    gridding correction (real-space products, i.e. Fourier convolutions) leak from strong
+    low-resolution shells into the strongly damped high-resolution ones, which both halves
+    share, and feed that back as signal."""
+    p, d = spec1.shape[-1], box_size
+    shells, sphere = _padded_shells(p, p // d, spec1.device)
+    idx = shells[sphere]
+    a, b = spec1[sphere], spec2[sphere]
+
+    def sums(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(d // 2 + 1, dtype=torch.float64, device=x.device).index_add_(0, idx, x)
+
+    cross = sums((a * b.conj()).real)
+    denom = torch.sqrt(sums(a.abs() ** 2) * sums(b.abs() ** 2))
+    values = torch.where(denom > 0, cross / torch.where(denom > 0, denom, 1.0), 0.0)
+    return values[1:].cpu().numpy()
+
+
+def _shell_mean_weights(weights: torch.Tensor, box_size: int) -> torch.Tensor:
+    """``(D//2 + 1,)`` mean of ``(P, P, P)`` weights over each shell's voxels in the sphere."""
+    p, d = weights.shape[-1], box_size
+    shells, sphere = _padded_shells(p, p // d, weights.device)
+    idx = shells[sphere]
+    total = torch.zeros(d // 2 + 1, dtype=torch.float64, device=weights.device)
+    total.index_add_(0, idx, weights[sphere].to(torch.float64))
+    count = torch.zeros_like(total).index_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
+    return total / count.clamp(min=1)
+
+
+def shell_regularisation_from_fsc(fsc_values: np.ndarray | torch.Tensor,
+                                  shell_mean_weight: torch.Tensor) -> torch.Tensor:
+    """Per-shell Wiener term σ²/τ² = ⟨w_half⟩ / SSNR_half, SSNR = FSC / (1 − FSC).
+
+    Args:
+        fsc_values: ``(D//2,)`` half-map FSC of shells 1 … D//2.
+        shell_mean_weight: ``(D//2 + 1,)`` mean half-map weight of shells 0 … D//2.
+
+    Returns:
+        ``(D//2 + 1,)`` float64 ε per shell; shell 0 (DC) takes shell 1's SSNR.
+    """
+    c = torch.as_tensor(np.asarray(fsc_values, dtype=np.float64), device=shell_mean_weight.device)
+    c = torch.cat([c[:1], c]).clamp(*_FSC_CLAMP)
+    ssnr = c / (1 - c)
+    return shell_mean_weight.to(torch.float64) / ssnr
+
+
+@dataclass
+class HalfMaps:
+    """Output of :func:`finalize_half_maps` (tensors on the accumulators' device)."""
+
+    half1: torch.Tensor
+    """``(D, D, D)`` map of the first half, with the fixed Wiener constant only (as RELION's
+    ``*_unfil`` half maps: what post-processing and local resolution expect)."""
+    half2: torch.Tensor
+    """``(D, D, D)`` map of the second half, likewise."""
+    full: torch.Tensor
+    """``(D, D, D)`` map of both halves' accumulators together, with the chosen weighting."""
+    fsc: FSCCurve
+    """FSC between the two half maps."""
+    shell_regularisation: torch.Tensor | None
+    """``(D//2 + 1,)`` the ε per shell used ("ssnr"), None for "wiener"."""
+
+
+def finalize_half_maps(
+    acc1: tuple[torch.Tensor, torch.Tensor],
+    acc2: tuple[torch.Tensor, torch.Tensor],
+    box_size: int,
+    pixel_size_A: float,
+    weighting: Weighting = DEFAULT_WEIGHTING,
+    regularisation: float = DEFAULT_REGULARISATION,
+    iterations: int = DEFAULT_SSNR_ITERATIONS,
+) -> HalfMaps:
+    """Half maps, their FSC and the map of all particles from two halves' accumulators.
+
+    The half maps returned keep the fixed Wiener constant whatever the weighting: damping their
+    weak shells would make their FSC see, in those shells, mostly what the crop and gridding
+    correction leak from stronger ones, and post-processing (FSC weighting, Guinier B-factor)
+    expects unfiltered halves, as RELION's ``*_unfil`` maps.
+
+    Args:
+        acc1, acc2: ``(numerator (P,P,P,2), weights (P,P,P))`` of each half (left unchanged).
+        box_size: D of the maps.
+        pixel_size_A: voxel size in Å (for the FSC's frequencies).
+        weighting: ``"wiener"`` (fixed ε = ``regularisation`` × mean weight) or ``"ssnr"``
+            (per-shell ε from the half-map FSC, refined ``iterations`` times).
+        regularisation: the fixed relative ε (of "wiener", and of the first "ssnr" round).
+        iterations: FSC → ε → half maps rounds of "ssnr".
+
+    Returns:
+        :class:`HalfMaps`.
+    """
+    if weighting not in ("wiener", "ssnr"):
+        raise ValueError(f"weighting {weighting!r}: expected 'wiener' or 'ssnr'")
+    d = box_size
+    h1 = finalize_reconstruction(*acc1, d, regularisation)
+    h2 = finalize_reconstruction(*acc2, d, regularisation)
+    num = acc1[0] + acc2[0]
+    wt = acc1[1] + acc2[1]
+    eps = None
+    if weighting == "ssnr":
+        mean_w = 0.5 * (_shell_mean_weights(acc1[1], d) + _shell_mean_weights(acc2[1], d))
+        s1 = _regularised_spectrum(*acc1, d, regularisation, None)
+        s2 = _regularised_spectrum(*acc2, d, regularisation, None)
+        for _ in range(iterations):
+            eps = shell_regularisation_from_fsc(_spectral_fsc(s1, s2, d), mean_w)
+            s1 = _regularised_spectrum(*acc1, d, regularisation, eps)
+            s2 = _regularised_spectrum(*acc2, d, regularisation, eps)
+    full = finalize_reconstruction(num, wt, d, regularisation, shell_regularisation=eps)
+    return HalfMaps(h1, h2, full, fsc(h1, h2, pixel_size_A), eps)
 
 
 def reconstruct(
@@ -234,13 +410,32 @@ class ReconstructionResult:
     map: np.ndarray
     """``(D, D, D)`` float32 map from all particles."""
     half1: np.ndarray | None
-    """``(D, D, D)`` map of the even-numbered selected particles (half_maps only)."""
+    """``(D, D, D)`` map of the first half, fixed Wiener constant (``half_maps`` or "ssnr"
+    only; see :class:`HalfMaps`)."""
     half2: np.ndarray | None
-    """``(D, D, D)`` map of the odd-numbered selected particles (half_maps only)."""
+    """``(D, D, D)`` map of the second half, likewise."""
     fsc: FSCCurve | None
-    """FSC between the half maps (half_maps only)."""
+    """FSC between the half maps (``half_maps`` or "ssnr" only)."""
     pixel_size_A: float
     """Voxel size of the maps in Å."""
+    weighting: Weighting = DEFAULT_WEIGHTING
+    """The regularisation used."""
+    split: Literal["file", "random"] | None = None
+    """Where the halves came from: the file's random subsets, or a seeded random split."""
+
+
+def _split_halves(particles, sel: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    """``(n,)`` bool (True = second half) for the selected particles, and its source."""
+    subset = getattr(particles, "random_subset", None)
+    if subset is not None:
+        mine = np.asarray(subset)[sel]
+        if (mine == 1).any() and (mine == 2).any():
+            return mine == 2, "file"
+        log.warning("the selected particles all belong to random subset %d of the file: "
+                    "splitting them at random (seed %d) instead", int(mine[0]), seed)
+    second = np.zeros(len(sel), dtype=bool)
+    second[np.random.default_rng(seed).permutation(len(sel))[: len(sel) // 2]] = True
+    return second, "random"
 
 
 def reconstruct_particles(
@@ -253,20 +448,28 @@ def reconstruct_particles(
     progress: bool = True,
     oversampling: int = DEFAULT_OVERSAMPLING,
     regularisation: float = DEFAULT_REGULARISATION,
+    weighting: Weighting = DEFAULT_WEIGHTING,
+    split_seed: int = 0,
 ) -> ReconstructionResult:
     """Homogeneous reconstruction of a particle set at its poses (and CTF when present).
 
-    Images are read lazily, ``batch_size`` at a time, with ``particles.images.read``.
+    Images are read lazily, ``batch_size`` at a time, with ``particles.images.read``. The
+    halves are the file's random subsets (``particles.random_subset``, RELION's
+    ``rlnRandomSubset``) when the selection has particles of both, otherwise a seeded random
+    split into two equal halves.
 
     Args:
         particles: ``hetsiren.io.ParticleSet`` with images and poses.
         indices: ``(n,)`` particles to use; all by default.
         box: reconstruct at this box (images Fourier-cropped); the images' box by default.
-        half_maps: also reconstruct two halves (alternate particles) and their FSC.
+        half_maps: also return the two half maps and their FSC ("ssnr" always builds them).
         batch_size: images per batch.
         device: ``"auto"``/None, ``"cpu"``, ``"cuda[:N]"`` or a torch.device.
         progress: show a progress bar (only when stderr is a terminal).
         oversampling, regularisation: see :func:`backproject`, :func:`finalize_reconstruction`.
+        weighting: ``"ssnr"`` (per-shell regularisation from the half-map FSC) or
+            ``"wiener"`` (fixed constant), see :func:`finalize_half_maps`.
+        split_seed: seed of the random split when the file has no usable subsets.
 
     Returns:
         :class:`ReconstructionResult`.
@@ -278,6 +481,8 @@ def reconstruct_particles(
     from hetsiren.devices import resolve_device
     from hetsiren.errors import UserInputError
 
+    if weighting not in ("wiener", "ssnr"):
+        raise ValueError(f"weighting {weighting!r}: expected 'wiener' or 'ssnr'")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if particles.images is None:
         raise UserInputError("the particle file has no images to reconstruct from")
@@ -294,14 +499,15 @@ def reconstruct_particles(
         raise UserInputError(f"--box {d}: expected 4 ≤ box ≤ the images' box {d_in}")
     pixel_A = float(pixel_sizes[0]) * d_in / d
     sel = np.arange(particles.n_particles) if indices is None else np.asarray(indices)
-    if len(sel) == 0:
-        raise UserInputError("no particles selected")
+    two_halves = half_maps or weighting == "ssnr"
+    if len(sel) < (2 if two_halves else 1):
+        raise UserInputError(f"{len(sel)} particle(s) selected: half maps need at least 2")
     shifts_A = (np.zeros((particles.n_particles, 2)) if particles.shifts_A is None
                 else np.asarray(particles.shifts_A, dtype=np.float64))
     rotations = np.asarray(particles.rotations, dtype=np.float64)
+    second, split = _split_halves(particles, sel, split_seed) if two_halves else (None, None)
 
-    n_acc = 2 if half_maps else 1
-    accs = [new_accumulators(d, oversampling, dev) for _ in range(n_acc)]
+    accs = [new_accumulators(d, oversampling, dev) for _ in range(2 if two_halves else 1)]
     bar = tqdm(total=len(sel), desc="backprojecting", unit="img",
                disable=not (progress and sys.stderr.isatty()), leave=False)
     for start in range(0, len(sel), batch_size):
@@ -320,8 +526,8 @@ def reconstruct_particles(
             params = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)).to(dev)
                       for k, v in vars(sub).items()}
             ctf = compute_ctf(**params, box_size=d, pixel_size_A=pixel_A).float()
-        if half_maps:
-            half = (np.arange(start, start + len(chunk)) % 2).astype(bool)
+        if second is not None:
+            half = second[start:start + len(chunk)]
             for h, m in ((0, ~half), (1, half)):
                 if m.any():
                     mt = torch.from_numpy(m).to(dev)
@@ -332,14 +538,13 @@ def reconstruct_particles(
         bar.update(len(chunk))
     bar.close()
 
-    if not half_maps:
+    if second is None:
         vol = finalize_reconstruction(*accs[0], d, regularisation)
-        return ReconstructionResult(vol.cpu().numpy(), None, None, None, pixel_A)
-    h1 = finalize_reconstruction(*accs[0], d, regularisation)
-    h2 = finalize_reconstruction(*accs[1], d, regularisation)
-    num = accs[0][0].add_(accs[1][0])
-    wt = accs[0][1].add_(accs[1][1])
-    vol = finalize_reconstruction(num, wt, d, regularisation)
-    curve = fsc(h1, h2, pixel_A)
-    return ReconstructionResult(vol.cpu().numpy(), h1.cpu().numpy(), h2.cpu().numpy(), curve,
-                                pixel_A)
+        return ReconstructionResult(vol.cpu().numpy(), None, None, None, pixel_A, weighting)
+    halves = finalize_half_maps(accs[0], accs[1], d, pixel_A, weighting, regularisation)
+    log.info("reconstructed %d particles (%s weighting, halves of %d and %d from the %s split)",
+             len(sel), weighting, int((~second).sum()), int(second.sum()),
+             "file's" if split == "file" else "random")
+    return ReconstructionResult(halves.full.cpu().numpy(), halves.half1.cpu().numpy(),
+                                halves.half2.cpu().numpy(), halves.fsc, pixel_A, weighting,
+                                split)

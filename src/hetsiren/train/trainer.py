@@ -27,6 +27,7 @@ from hetsiren.model import refine_pose
 from hetsiren.model.forward import HetSIREN
 from hetsiren.outputs import check_outputs
 from hetsiren.physics import (
+    Weighting,
     apply_ctf,
     downsample,
     reconstruct_particles,
@@ -99,6 +100,13 @@ class TrainResult:
     """Epochs it held before this call (0 for a new run): this call trained the rest."""
 
 
+# Weighting of the --ref auto V0. Still the fixed Wiener constant: with the SNR-weighted V0
+# ("ssnr") the CI training test's latent collapsed (tests/train/test_trainer.py
+# test_latent_separates_states: adjusted Rand index 0.08 instead of >= 0.9, issue 14); the
+# cause is not yet understood.
+_CONSENSUS_WEIGHTING: Weighting = "wiener"
+
+
 def _read_input_map(path: str, prep: Preprocessing, what: str) -> torch.Tensor:
     volume, voxel_size_A = read_map(path, what)
     return resample_map(torch.from_numpy(volume), voxel_size_A, prep.pixel_size_A, prep.box)
@@ -115,14 +123,15 @@ def _read_mask(path: str, prep: Preprocessing) -> torch.Tensor:
 
 def _consensus_map(particles: ParticleSet, prep: Preprocessing, cfg: TrainConfig,
                    device: torch.device, progress: bool | None) -> torch.Tensor:
-    """``--ref auto``: V0 = Wiener backprojection of (a sample of) the particles at their
-    consensus poses, at the training box (what ``hetsiren reconstruct`` computes)."""
+    """``--ref auto``: V0 = backprojection of (a sample of) the particles at their consensus
+    poses, at the training box, with :data:`_CONSENSUS_WEIGHTING`."""
     n = particles.n_particles
     rng = np.random.default_rng(cfg.seed)
     sample = np.sort(rng.choice(n, size=min(n, _CONSENSUS_SAMPLE), replace=False))
     log.info("reconstructing V0 from %d particles (--ref auto)", len(sample))
     result = reconstruct_particles(particles, indices=sample, box=prep.box, device=device,
-                                   progress=progress_enabled(progress))
+                                   progress=progress_enabled(progress),
+                                   weighting=_CONSENSUS_WEIGHTING)
     return torch.from_numpy(result.map)
 
 
