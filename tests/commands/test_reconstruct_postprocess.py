@@ -64,7 +64,8 @@ def test_postprocess_bad_inputs_exit_2(reconstructed, tmp_path, capsys):
     half1 = str(reconstructed / "star_half1.mrc")
     small = tmp_path / "small.mrc"
     with mrcfile.new(small) as f:
-        f.set_data(np.zeros((32, 32, 32), np.float32))
+        f.set_data(np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32))
+        f.voxel_size = 2.0  # a valid map, only of another size than the first half
     full = tmp_path / "full"
     full.mkdir()
     (full / "x").write_text("x")

@@ -273,6 +273,9 @@ def masked_fsc(half1: torch.Tensor, half2: torch.Tensor, mask: torch.Tensor,
     k = np.arange(1, len(masked.fsc) + 1)
     fr = np.minimum(randomised.fsc, 1 - 1e-6)
     corrected = np.where(k > shell, (masked.fsc - fr) / (1 - fr), masked.fsc)
+    # With few particles the randomised FSC can come close to 1 in a shell where the masked
+    # one is lower, and the ratio leaves [-1, 1]; a correlation cannot.
+    corrected = np.clip(corrected, -1.0, 1.0)
     return MaskedFSC(unmasked, masked, randomised,
                      FSCCurve(masked.frequency_per_A, corrected, float(pixel_size_A)), shell)
 
