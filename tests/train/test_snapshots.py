@@ -97,5 +97,7 @@ def test_cryodrgn_pickle_indices_are_refused_with_the_conversion(star, tmp_path,
         assert main(["train", str(star), "-o", str(run), "--indices", str(path),
                      "--device", "cpu"]) == 2
         err = capsys.readouterr().err
-        assert "pickle" in err and "np.save(" in err and len(err.strip().splitlines()) == 1
+        assert "pickle" in err and "numpy.save" in err and ".npy" in err
+        assert "pickle.load" not in err  # no unpickling recipe handed out
+        assert len(err.strip().splitlines()) == 1
         assert not run.exists()

@@ -24,11 +24,10 @@ _PICKLE_MAGIC = b"\x80"
 
 def _pickle_message(path: Path) -> str:
     return (f"{path}: this is a Python pickle (cryoDRGN's index format); hetsiren does not "
-            "unpickle files (that can run code from them). Convert it once where cryoDRGN "
-            "runs: python -c \"import pickle, numpy as np; "
-            f"np.save('{path.with_suffix('.npy').name}', "
-            f"np.asarray(pickle.load(open('{path.name}', 'rb')), dtype=np.int64))\" "
-            "and pass the .npy")
+            "load pickles (loading one can run any code it contains). Convert it where "
+            "cryoDRGN wrote it, if you trust the file: save the indices with numpy.save as "
+            f"{path.with_suffix('.npy').name} (or as text, one 0-based index per line) and "
+            "pass that")
 
 
 def read_indices(path: str | Path, n_particles: int) -> np.ndarray:
