@@ -42,13 +42,14 @@ import numpy as np
 import torch
 
 from hetsiren.analysis.evaluate import evaluate_run, load_truth
+from hetsiren.devices import resolve_device
 from hetsiren.io import read_map, write_map
-from hetsiren.rundir import LATENT
+from hetsiren.rundir import LATENT, open_run
 from hetsiren.simulate import SimulationSpec, simulate_phantom
 from hetsiren.simulate.phantoms import discrete_phantom_maps
 from hetsiren.simulate.scenarios import simulate_discrete
 from hetsiren.train.config import PAPER_DEFAULTS, REF_AUTO, TrainConfig
-from hetsiren.train.inference import decode_latent, load_run
+from hetsiren.train.inference import decode_latent
 from hetsiren.train.trainer import train
 
 BOX = 32
@@ -176,7 +177,8 @@ def focus_metrics(run: Path, data_dir: Path, mask_path: Path) -> dict[str, float
     """
     truth, meta = load_truth(data_dir)
     z = np.load(run / LATENT)
-    _, _, model, dev = load_run(run, "cpu")
+    dev = resolve_device("cpu")
+    model = open_run(run).model(dev)
     inside = read_map(mask_path)[0] > 0.5
     corr, contrast = [], []
     for k, rel in enumerate(meta["truth_maps"]):

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from hetsiren.analysis.postprocess import PostprocessConfig, postprocess_maps
+from hetsiren.data import reconstruct_particles
 from hetsiren.io import read_map, read_particles
 from hetsiren.physics import (
     apply_ctf,
@@ -41,7 +42,6 @@ from hetsiren.physics import (
     fsc,
     project_volume_reference,
     reconstruct,
-    reconstruct_particles,
     resolution_at,
 )
 from hetsiren.simulate.dataset import SimulationSpec

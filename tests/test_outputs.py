@@ -105,18 +105,18 @@ def test_unwritable_outputs_fail_before_the_compute(tiny_dataset, tmp_path, hets
     star = tiny_dataset / "particles.star"
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    never = ("import hetsiren.physics as ph\n"
+    never = ("import hetsiren.data as hd\n"
              "def no(*a, **k):\n    raise SystemExit('compute started')\n"
-             "ph.reconstruct_particles = no\n")
+             "hd.reconstruct_particles = no\n")
     proc = hetsiren_cli("reconstruct", star, "-o", blocker / "map.mrc", prelude=never)
     assert "is a file, not a folder" in _one_line_error(proc)
 
-    import hetsiren.physics
+    import hetsiren.data
 
     def no_compute(*args, **kwargs):
         raise AssertionError("compute started")
 
-    monkeypatch.setattr(hetsiren.physics, "reconstruct_particles", no_compute)
+    monkeypatch.setattr(hetsiren.data, "reconstruct_particles", no_compute)
     (tmp_path / "h_half2.mrc").mkdir()
     assert main(["reconstruct", str(star), "-o", str(tmp_path / "h.mrc"), "--half-maps"]) == 2
     assert "h_half2.mrc: is a folder" in capsys.readouterr().err

@@ -29,15 +29,18 @@ takes over a lock left by a process that died (kill -9, power cut).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import socket
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,17 +48,25 @@ import numpy as np
 import torch
 
 from hetsiren import __version__
+from hetsiren.data import Preprocessing
+from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
+from hetsiren.io import read_particles
+from hetsiren.io.particles import ParticleSet
+from hetsiren.model.forward import HetSIREN, model_from_state
+from hetsiren.model.network import NetworkConfig
 from hetsiren.outputs import TMP_MARK, atomic_path, describe_os_error, honour_umask
+from hetsiren.train.config import TrainConfig
 
 __all__ = [
     "ANALYSIS_DIR", "ANALYSIS_FILES", "CONFIG", "CONVERGENCE_DIR", "LANDSCAPE_DIR", "LATENT",
-    "LOCK", "LOG", "MODEL", "NOTEBOOK", "POSES", "RUN_FILES", "SNAPSHOTS", "SUBSET",
-    "VALIDATE_DIR", "RunLock", "analysis_folder", "atomic_write", "cluster_map_name",
-    "load_latent", "pc_map_name", "load_checkpoint", "load_snapshot_decoder",
-    "load_snapshot_latent", "locks_run", "read_run_config", "read_training_log",
-    "remove_stale_temporaries", "run_inputs", "save_checkpoint", "save_snapshot",
-    "snapshot_epochs", "write_json", "write_npy",
+    "LEGACY_NETWORK", "LOCK", "LOG", "MODEL", "NOTEBOOK", "POSES", "RUN_FILES", "SNAPSHOTS",
+    "SUBSET", "VALIDATE_DIR", "Run", "RunLock", "RunRecord", "analysis_folder", "append_log",
+    "atomic_write", "clear_run_files", "cluster_map_name", "load_checkpoint", "load_latent",
+    "load_snapshot_decoder", "load_snapshot_latent", "locks_run", "open_run", "pc_map_name",
+    "read_record", "read_training_log", "remove_stale_temporaries", "run_inputs",
+    "save_checkpoint", "save_snapshot", "snapshot_epochs", "truncate_log", "write_json",
+    "write_latent", "write_npy", "write_record",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,17 +136,6 @@ def write_npy(path: str | Path, array: np.ndarray) -> Path:
     return atomic_write(path, _save)
 
 
-def run_record(config: dict[str, Any], preprocessing: dict[str, Any]) -> dict[str, Any]:
-    """What config.json holds: enough to rebuild the model and to reproduce the run."""
-    return {
-        "hetsiren_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "command_line": sys.argv,
-        "config": config,
-        "preprocessing": preprocessing,
-    }
-
-
 def run_inputs(run_dir: str | Path) -> list[Path]:
     """The files of a run that exist: what a command reading the run must not overwrite."""
     return [p for p in (Path(run_dir) / name for name in RUN_FILES) if p.exists()]
@@ -157,14 +157,6 @@ def load_latent(run_dir: str | Path) -> np.ndarray:
     return z.astype(np.float32, copy=False)
 
 
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / CONFIG
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise UserInputError(f"{path}: not found; is {run_dir} a hetsiren training run?") from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path}: cannot read run configuration ({exc})") from exc
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -427,3 +419,231 @@ def load_snapshot_decoder(run_dir: str | Path, epoch: int) -> dict[str, torch.Te
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError) as exc:
         raise UserInputError(f"{path}: cannot read the snapshot ({exc})") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# the run record (config.json)
+# --------------------------------------------------------------------------------------------
+LEGACY_NETWORK: dict[str, Any] = {
+    "working_size": 64, "n_hidden": 3, "hyper_width": None, "n_hyper_layers": 1,
+    "max_delta_angle": math.radians(10.0), "max_delta_shift_fraction": 0.05,
+    "delta_init_std": 1e-3,
+}
+"""The architecture constants of runs whose config.json has no "network": NetworkConfig's
+defaults from the first network (d5a8833) through e5e3953 to the change that stored them. Kept
+here, not read from NetworkConfig, so that a new default there cannot break an old run."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What ``config.json`` holds: enough to rebuild the model and to reproduce the run."""
+
+    train: TrainConfig
+    """Every option of the run, resolved (absolute paths, ``extra``: values found at run time)."""
+    network: NetworkConfig
+    """The architecture the weights in ``model.pt`` have."""
+    preprocessing: Preprocessing
+    """How images become network inputs (box, pixel size, noise level)."""
+    version: str
+    """hetsiren version that created the run."""
+    command_line: tuple[str, ...]
+    created: str
+    """Local time of creation, ``YYYY-MM-DDTHH:MM:SS``."""
+    resumed: tuple[dict[str, Any], ...] = ()
+    """One entry per resume that changed options: time, epoch, ``{name: [old, new]}``."""
+
+    @classmethod
+    def new(cls, train: TrainConfig, network: NetworkConfig, preprocessing: Preprocessing
+            ) -> RunRecord:
+        """The record of a run starting now, from this command line."""
+        return cls(train, network, preprocessing, __version__, tuple(sys.argv),
+                   time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+    def resumed_with(self, train: TrainConfig, after_epoch: int,
+                     changes: dict[str, tuple[Any, Any]]) -> RunRecord:
+        """This record with ``train`` and the resume that changed it appended."""
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "after_epoch": after_epoch,
+                 "changes": {k: list(v) for k, v in changes.items()}}
+        return dataclasses.replace(self, train=train, resumed=(*self.resumed, entry))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"hetsiren_version": self.version, "created": self.created,
+                "command_line": list(self.command_line), "config": self.train.to_dict(),
+                "network": dataclasses.asdict(self.network),
+                "preprocessing": self.preprocessing.to_dict()}
+        if self.resumed:
+            data["resumed"] = list(self.resumed)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path = CONFIG) -> RunRecord:
+        """Parse a stored record; one written before the network was stored gets
+        :data:`LEGACY_NETWORK`. Raises :class:`UserInputError` naming ``source``."""
+        if not (isinstance(data, dict) and "hetsiren_version" in data
+                and isinstance(data.get("config"), dict)
+                and isinstance(data.get("preprocessing"), dict)):
+            raise UserInputError(f"{source}: not a hetsiren run record (expected "
+                                 "hetsiren_version, config and preprocessing)")
+        try:
+            train = TrainConfig.from_dict(data["config"])
+            prep = Preprocessing(**data["preprocessing"])
+            stored = data.get("network")
+            network = (train.network(prep.box, **LEGACY_NETWORK) if stored is None
+                       else NetworkConfig(**stored).validate())
+        except (TypeError, ValueError) as exc:
+            raise UserInputError(f"{source}: unreadable run record ({exc})") from exc
+        return cls(train, network, prep, str(data["hetsiren_version"]),
+                   tuple(data.get("command_line") or ()), str(data.get("created", "?")),
+                   tuple(data.get("resumed") or ()))
+
+
+def read_record(run_dir: str | Path) -> RunRecord:
+    """``RUN/config.json`` parsed (see :meth:`RunRecord.from_dict`)."""
+    path = Path(run_dir) / CONFIG
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise UserInputError(f"{path}: not found; is {run_dir} a hetsiren training run?") from exc
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: cannot read run configuration ({exc})") from exc
+    return RunRecord.from_dict(data, path)
+
+
+# --------------------------------------------------------------------------------------------
+# reading a run: open_run
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Run:
+    """A trained run folder, opened: its record and accessors for every file in it."""
+
+    path: Path
+    record: RunRecord
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.record.train
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.record.preprocessing
+
+    def latent(self, epoch: int | None = None) -> np.ndarray:
+        """``(N, zdim)`` float32 latent: the final one, or the snapshot after ``epoch``."""
+        return load_latent(self.path) if epoch is None else load_snapshot_latent(self.path,
+                                                                                  epoch)
+
+    def log(self) -> list[dict[str, Any]]:
+        """The entries of ``log.jsonl``, one per epoch."""
+        return read_training_log(self.path)
+
+    def _analysis_file(self, key: str) -> Path:
+        return analysis_folder(self.path) / ANALYSIS_FILES[key]
+
+    def clusters(self) -> dict[str, Any]:
+        """``analysis/clusters.json`` (k, seed, populations ...); empty when missing or
+        unreadable (a warning says which)."""
+        path = self._analysis_file("clusters")
+        if not path.is_file():
+            return {}
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            log.warning("%s: unreadable (%s); ignoring it", path, exc)
+            return {}
+        return stored if isinstance(stored, dict) else {}
+
+    def labels(self) -> np.ndarray | None:
+        """``(N,)`` int64 cluster labels ``analyze`` wrote, or None."""
+        path = self._analysis_file("labels")
+        return np.load(path).astype(np.int64) if path.is_file() else None
+
+    def pca(self) -> dict[str, np.ndarray] | None:
+        """The latent PCA ``analyze`` wrote (mean, components, explained_variance_ratio), or
+        None."""
+        path = self._analysis_file("pca")
+        if not path.is_file():
+            return None
+        with np.load(path) as f:
+            return {k: f[k] for k in ("mean", "components", "explained_variance_ratio")}
+
+    def umap(self) -> np.ndarray | None:
+        """``(N, 2|3)`` UMAP embedding ``analyze --umap`` wrote, or None."""
+        path = self._analysis_file("umap")
+        return np.load(path) if path.is_file() else None
+
+    def model(self, device: str | torch.device = "cpu", epoch: int | None = None) -> HetSIREN:
+        """The trained model on ``device`` in eval mode; with ``epoch``, its decoder as it was
+        after that epoch (``RUN/snapshots``)."""
+        state = load_checkpoint(self.path, map_location="cpu")
+        model = model_from_state(self.record.network, state["model"], self.path / MODEL)
+        if epoch is not None:
+            unexpected = model.load_state_dict(load_snapshot_decoder(self.path, epoch),
+                                               strict=False).unexpected_keys
+            if unexpected:
+                raise UserInputError(f"{self.path}: the epoch-{epoch} snapshot does not fit "
+                                     f"this run's model ({unexpected[0]})")
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        return model.to(dev).eval()
+
+    def particles(self, path: str | Path | None = None, datadir: str | None = None
+                  ) -> ParticleSet:
+        """The particles the run was trained on (or ``path``), read as the run read them."""
+        cfg = self.record.train
+        source = path or cfg.particles
+        if not source:
+            raise UserInputError(f"{self.path / CONFIG} names no particle file; pass --particles")
+        if not Path(source).exists():
+            raise UserInputError(f"{source}: the run's particle file is not there (moved?); "
+                                 "pass --particles FILE")
+        return read_particles(source, datadir=datadir or cfg.datadir,
+                              pixel_size_A=cfg.pixel_size_A)
+
+    def inputs(self) -> list[Path]:
+        """The run's files that exist: what a command reading the run must not overwrite."""
+        return run_inputs(self.path)
+
+
+def open_run(run_dir: str | Path) -> Run:
+    """Open a training run folder for reading (its ``config.json`` is parsed here)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserInputError(f"{run_dir}: not found; expected a hetsiren training run folder")
+    return Run(path, read_record(path))
+
+
+# --------------------------------------------------------------------------------------------
+# writing a run (the trainer)
+# --------------------------------------------------------------------------------------------
+def write_record(run_dir: str | Path, record: RunRecord) -> Path:
+    """Write ``RUN/config.json``."""
+    return write_json(Path(run_dir) / CONFIG, record.to_dict())
+
+
+def append_log(run_dir: str | Path, entry: dict[str, Any]) -> None:
+    """Add one epoch's line to ``RUN/log.jsonl``. Written before that epoch's checkpoint; an
+    interruption between the two is repaired by :func:`truncate_log` on resume."""
+    with open(Path(run_dir) / LOG, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
+def truncate_log(run_dir: str | Path, last_epoch: int) -> None:
+    """Drop log lines of epochs after the checkpoint (an interruption between the log line and
+    the checkpoint would otherwise leave a duplicate epoch after resuming), and a line cut by
+    an interruption."""
+    path = Path(run_dir) / LOG
+    if not path.is_file():
+        return
+    lines = [json.dumps(e) for e in read_training_log(run_dir)
+             if e.get("epoch", 0) <= last_epoch]
+    atomic_write(path, lambda p: p.write_text("".join(f"{line}\n" for line in lines)))
+
+
+def write_latent(run_dir: str | Path, z: np.ndarray) -> Path:
+    """Write ``RUN/latent.npy``: ``(N, zdim)`` float32, row i = particle i."""
+    return write_npy(Path(run_dir) / LATENT, np.asarray(z, dtype=np.float32))
+
+
+def clear_run_files(run_dir: str | Path) -> None:
+    """Delete the files ``train`` writes (a run restarted from scratch)."""
+    for name in RUN_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)

@@ -58,10 +58,10 @@ def trained_run(tmp_path_factory, sim_dataset, truth_states) -> Path:
 @pytest.fixture(scope="session")
 def analyzed_run(tmp_path_factory, trained_run):
     """``(run_dir, AnalysisResult)`` of ``analyze_run(k=3)`` on a copy of the trained run."""
-    from hetsiren.analysis.analyze import analyze_run
+    from hetsiren.analysis.analyze import AnalysisConfig, analyze_run
 
     run = copy_run(trained_run, tmp_path_factory.mktemp("analyzed") / "run")
-    result = analyze_run(run, k=K, pcs=2, n_samples=4, device="cpu", seed=0)
+    result = analyze_run(run, AnalysisConfig(k=K, pcs=2, n_samples=4, device="cpu", seed=0))
     return run, result
 
 

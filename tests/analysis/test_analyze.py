@@ -13,7 +13,7 @@ import pytest
 from analysis_helpers import ZDIM, K, balanced_states, blobs, copy_run, make_run
 from PIL import Image
 
-from hetsiren.analysis.analyze import analyze_run
+from hetsiren.analysis.analyze import AnalysisConfig, analyze_run
 from hetsiren.cli import main as cli
 from hetsiren.errors import UserInputError
 from hetsiren.rundir import load_latent
@@ -164,16 +164,16 @@ def test_cli_analyze(trained_run, tmp_path, capsys):
 
 def test_reanalysis_with_fewer_clusters_removes_stale_maps(trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path / "run")
-    analyze_run(run, k=4, pcs=0, device="cpu", report=False)
+    analyze_run(run, AnalysisConfig(k=4, pcs=0, device="cpu", report=False))
     assert len(list((run / "analysis" / "clusters").glob("*.mrc"))) == 4
-    analyze_run(run, k=2, pcs=0, device="cpu", report=False)
+    analyze_run(run, AnalysisConfig(k=2, pcs=0, device="cpu", report=False))
     assert sorted(p.name for p in (run / "analysis" / "clusters").glob("*.mrc")) == [
         "cluster_00.mrc", "cluster_01.mrc"]
     assert json.loads((run / "analysis" / "clusters.json").read_text())["k"] == 2
     # a latent-only re-analysis leaves no map, script or report of the earlier clustering
-    analyze_run(run, k=3, pcs=1, device="cpu", n_samples=3)
+    analyze_run(run, AnalysisConfig(k=3, pcs=1, device="cpu", n_samples=3))
     assert (run / "analysis" / "pc1").is_dir() and (run / "analysis" / "chimerax.cxc").is_file()
-    analyze_run(run, k=3, decode=False, report=False)
+    analyze_run(run, AnalysisConfig(k=3, decode=False, report=False))
     out = run / "analysis"
     for gone in ("clusters", "pc1", "chimerax.cxc", "pc_samples.json", "report.html"):
         assert not (out / gone).exists(), gone
@@ -183,11 +183,11 @@ def test_reanalysis_with_fewer_clusters_removes_stale_maps(trained_run, tmp_path
 
 def test_a_failed_reanalysis_keeps_the_previous_one(trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path / "run")
-    analyze_run(run, k=3, pcs=0, device="cpu")
+    analyze_run(run, AnalysisConfig(k=3, pcs=0, device="cpu"))
     for bad in ({"umap": True, "umap_dims": 5}, {"pcs": 1, "percentiles": (90.0, 10.0)},
                 {"pcs": 1, "n_samples": 1}, {"k": 500}):
         with pytest.raises(UserInputError):
-            analyze_run(run, **{"k": 3, "pcs": 0, "device": "cpu", **bad})
+            analyze_run(run, AnalysisConfig(**{"k": 3, "pcs": 0, "device": "cpu", **bad}))
     assert (run / "analysis" / "report.html").is_file()
     assert len(list((run / "analysis" / "clusters").glob("*.mrc"))) == 3
 
@@ -201,7 +201,7 @@ def test_diverged_model_is_a_user_error(trained_run, tmp_path, monkeypatch):
     monkeypatch.setattr(inference, "decode_latent", nan_maps)
     run = copy_run(trained_run, tmp_path / "run")
     with pytest.raises(UserInputError, match="diverged"):
-        analyze_run(run, k=3, pcs=0, device="cpu")
+        analyze_run(run, AnalysisConfig(k=3, pcs=0, device="cpu"))
     assert not list((run / "analysis").glob("clusters/*.mrc"))
 
 
@@ -211,13 +211,13 @@ def test_collapsed_latent(tmp_path, formats_dir, capsys):
     run = make_run(tmp_path / "run", formats_dir / "relion5.star", z)
     assert cli(["analyze", str(run), "--k", "3", "--no-decode"]) == 2
     assert "use --k 2 or less" in capsys.readouterr().err
-    result = analyze_run(run, k=2, decode=False)
+    result = analyze_run(run, AnalysisConfig(k=2, decode=False))
     assert sorted(result.clustering.populations.tolist()) == [10, 20]
 
 
 def test_latent_only_analysis_needs_no_model(blob_run):
     run, states = blob_run
-    result = analyze_run(run, k=3, decode=False, report=False)
+    result = analyze_run(run, AnalysisConfig(k=3, decode=False, report=False))
     out = run / "analysis"
     assert not (out / "clusters").exists() and "chimerax" not in result.files
     info = json.loads((out / "clusters.json").read_text())
@@ -231,7 +231,7 @@ def test_latent_only_analysis_needs_no_model(blob_run):
 def test_one_dimensional_latent(tmp_path, formats_dir):
     states = balanced_states(60, 2)
     run = make_run(tmp_path / "run", formats_dir / "relion5.star", blobs(states, zdim=1))
-    result = analyze_run(run, k=2, pcs=1, decode=False)
+    result = analyze_run(run, AnalysisConfig(k=2, pcs=1, decode=False))
     assert result.pca.components.shape == (1, 1)
     assert (run / "analysis" / "landscape_pca.png").is_file()
     assert (run / "analysis" / "report.html").is_file()
@@ -246,14 +246,14 @@ def test_one_dimensional_latent(tmp_path, formats_dir):
 def test_bad_arguments_are_user_errors(blob_run, kwargs, match):
     run, _ = blob_run
     with pytest.raises(UserInputError, match=match):
-        analyze_run(run, decode=False, report=False, **{"k": 3, **kwargs})
+        analyze_run(run, AnalysisConfig(decode=False, report=False, **{"k": 3, **kwargs}))
 
 
 def test_missing_or_broken_latent(tmp_path, formats_dir, capsys):
     run = make_run(tmp_path / "run", formats_dir / "relion5.star", np.zeros((5, 2)))
     np.save(run / "latent.npy", np.full((5, 2), np.nan, dtype=np.float32))
     with pytest.raises(UserInputError, match="NaN"):
-        analyze_run(run, k=2, decode=False)
+        analyze_run(run, AnalysisConfig(k=2, decode=False))
     (run / "latent.npy").unlink()
     assert cli(["analyze", str(run), "--k", "2"]) == 2
     assert "latent.npy" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import pytest
 import starfile
 from analysis_helpers import ZDIM, balanced_states, blobs, make_run
 
-from hetsiren.analysis.analyze import analyze_run
+from hetsiren.analysis.analyze import AnalysisConfig, analyze_run
 from hetsiren.analysis.select import export_subset, latent_column_names, load_pca
 from hetsiren.cli import main as cli
 from hetsiren.errors import UserInputError
@@ -38,7 +38,7 @@ def _run_on(tmp_path_factory, formats_dir, name: str):
     states = balanced_states(_n_rows(src), seed=2)
     run = make_run(tmp_path_factory.mktemp(name.replace(".", "_")) / "run", src,
                    blobs(states, seed=4))
-    analyze_run(run, k=3, decode=False, report=False)
+    analyze_run(run, AnalysisConfig(k=3, decode=False, report=False))
     labels = np.load(run / "analysis" / "labels.npy")
     return run, src, labels
 

@@ -83,11 +83,11 @@ def test_report_carries_the_landscape_and_thumbnails(report, analyzed_run):
 def test_report_subsamples_large_landscapes(tmp_path, formats_dir):
     from analysis_helpers import balanced_states, blobs, make_run
 
-    from hetsiren.analysis.analyze import analyze_run
+    from hetsiren.analysis.analyze import AnalysisConfig, analyze_run
 
     n = MAX_REPORT_POINTS + 500
     run = make_run(tmp_path / "run", formats_dir / "relion5.star", blobs(balanced_states(n)))
-    analyze_run(run, k=3, pcs=0, decode=False)
+    analyze_run(run, AnalysisConfig(k=3, pcs=0, decode=False))
     data = _report_data((run / "analysis" / "report.html").read_text())
     assert data["n_total"] == n and data["n_shown"] == MAX_REPORT_POINTS
     assert data["index"] == sorted(set(data["index"]))
@@ -195,14 +195,14 @@ def test_user_text_is_never_substituted_again(tmp_path, formats_dir):
     # so a path holding that marker injected raw JSON/HTML into the page.
     from analysis_helpers import balanced_states, blobs, make_run
 
-    from hetsiren.analysis.analyze import analyze_run
+    from hetsiren.analysis.analyze import AnalysisConfig, analyze_run
 
     hostile = "/data/%%DATA%%/</script><script>alert(1)</script>%%SCRIPT%%.star"
     z = blobs(balanced_states(60))
     pages = {}
     for name, particles in (("plain", "/data/p.star"), ("run%%TITLE%%", hostile)):
         run = make_run(tmp_path / name, particles, z)
-        analyze_run(run, k=3, pcs=0, decode=False)
+        analyze_run(run, AnalysisConfig(k=3, pcs=0, decode=False))
         pages[name] = (run / "analysis" / "report.html").read_text(encoding="utf-8")
     page = pages["run%%TITLE%%"]
     assert page.count("<script") == pages["plain"].count("<script")
@@ -242,7 +242,7 @@ def test_report_shows_surfaces_in_headless_chromium(report, analyzed_run, tmp_pa
 def test_report_names_a_collapsed_training(tmp_path, formats_dir, report):
     from analysis_helpers import balanced_states, blobs, make_run
 
-    from hetsiren.analysis.analyze import analyze_run
+    from hetsiren.analysis.analyze import AnalysisConfig, analyze_run
     from hetsiren.rundir import LOG
 
     assert 'id="health-warning"' not in report[1]
@@ -252,7 +252,7 @@ def test_report_names_a_collapsed_training(tmp_path, formats_dir, report):
                                                "z_std": z}) + "\n"
                                    for i, (d, z) in enumerate([(1.284, 0.035), (1.283, 0.0087),
                                                                (1.281, 0.0017)])))
-    analyze_run(run, k=3, pcs=0, decode=False)
+    analyze_run(run, AnalysisConfig(k=3, pcs=0, decode=False))
     html = (run / "analysis" / "report.html").read_text()
     assert 'id="health-warning"' in html and "latent collapsed" in html
     summary = json.loads((run / "analysis" / "summary.json").read_text())

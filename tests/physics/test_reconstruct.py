@@ -9,6 +9,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from conftest import blob_map, relion_ctf_numpy
+from hetsiren.data import reconstruct_particles
 from hetsiren.io.particles import CTFParams, ParticleSet
 from hetsiren.physics import (
     apply_ctf,
@@ -16,7 +17,6 @@ from hetsiren.physics import (
     fsc,
     project_volume_reference,
     reconstruct,
-    reconstruct_particles,
     resolution_at,
 )
 

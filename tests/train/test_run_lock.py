@@ -13,10 +13,9 @@ import time
 
 import pytest
 
-from hetsiren.analysis.analyze import analyze_run
+from hetsiren.analysis.analyze import AnalysisConfig, analyze_run
 from hetsiren.errors import UserInputError
-from hetsiren.rundir import CONFIG, LOCK, RunLock
-from hetsiren.train.inference import load_run
+from hetsiren.rundir import CONFIG, LOCK, RunLock, open_run
 
 _WAIT_AT_CHECKPOINT = """
 import os, time
@@ -63,7 +62,9 @@ def test_two_trains_into_one_folder_second_is_refused(tiny_dataset, tmp_path, he
     message = second.stderr.strip().splitlines()[-1]
     assert f"pid {first.pid} on host {socket.gethostname()}" in message
     assert "Traceback" not in second.stderr
-    cfg, _, model, _ = load_run(run, "cpu")  # config and model from the same run
+    opened = open_run(run)
+    model = opened.model("cpu")  # config and model from the same run
+    cfg = opened.train
     assert cfg.zdim == 2 == model.net.config.zdim
     assert not (run / LOCK).exists()
 
@@ -112,5 +113,5 @@ def test_analyze_is_refused_while_a_training_holds_the_run(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     with RunLock(run), pytest.raises(UserInputError, match="being written by another"):
-        analyze_run(run, k=2, decode=False, report=False)
+        analyze_run(run, AnalysisConfig(k=2, decode=False, report=False))
     assert (run / CONFIG).exists()

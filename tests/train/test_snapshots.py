@@ -11,10 +11,11 @@ import pytest
 import starfile
 
 from hetsiren.cli import main
-from hetsiren.rundir import load_snapshot_latent, snapshot_epochs
+from hetsiren.devices import resolve_device
+from hetsiren.rundir import load_snapshot_latent, open_run, snapshot_epochs
 from hetsiren.simulate import SimulationSpec, simulate_phantom
 from hetsiren.train.config import TrainConfig
-from hetsiren.train.inference import decode_latent, load_run
+from hetsiren.train.inference import decode_latent
 from hetsiren.train.trainer import train
 
 
@@ -41,9 +42,8 @@ def test_snapshots_every_n_epochs_and_after_the_last(snap_run):
     final = np.load(snap_run / "latent.npy")
     np.testing.assert_allclose(load_snapshot_latent(snap_run, 3), final, rtol=1e-3, atol=1e-3)
     # the epoch-2 decoder is the model as it was then, not the final one
-    _, _, model2, dev = load_run(snap_run, "cpu", epoch=2)
-    _, _, model3, _ = load_run(snap_run, "cpu")
-    _, _, model3s, _ = load_run(snap_run, "cpu", epoch=3)
+    opened, dev = open_run(snap_run), resolve_device("cpu")
+    model2, model3, model3s = opened.model(dev, 2), opened.model(dev), opened.model(dev, 3)
     z = final[:2]
     maps2, maps3 = decode_latent(model2, z, dev), decode_latent(model3, z, dev)
     np.testing.assert_allclose(decode_latent(model3s, z, dev), maps3, atol=1e-6)

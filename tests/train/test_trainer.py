@@ -15,12 +15,13 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
+from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
 from hetsiren.io import read_map, read_particles, write_map
-from hetsiren.rundir import LATENT, LOG
+from hetsiren.rundir import LATENT, LOG, open_run
 from hetsiren.simulate import SimulationSpec, simulate_phantom
 from hetsiren.train.config import TrainConfig
-from hetsiren.train.inference import decode_latent, encode_file, load_run
+from hetsiren.train.inference import decode_latent, encode_file
 from hetsiren.train.trainer import train
 
 BOX = 32
@@ -99,7 +100,8 @@ def test_latent_separates_states(run, dataset):
 def test_decoded_maps_match_their_states(run, dataset):
     truth = np.load(dataset / "truth.npz")
     z = np.load(run / LATENT)
-    _, _, model, dev = load_run(run, "cpu")
+    dev = resolve_device("cpu")
+    model = open_run(run).model(dev)
     truth_maps = [read_map(dataset / f"truth_maps/state_{k:02d}.mrc")[0] for k in range(3)]
     means = np.stack([z[truth["state"] == k].mean(0) for k in range(3)])
     decoded = decode_latent(model, means, dev)
@@ -133,7 +135,8 @@ def test_voxels_outside_focus_mask_never_change(dataset, tmp_path):
     write_map(tmp_path / "mask.mrc", mask, 5.0)
     cfg = _config(dataset, epochs=1, ref=str(ref), mask=str(tmp_path / "mask.mrc"))
     train(cfg, tmp_path / "focus", progress=False)
-    _, _, model, dev = load_run(tmp_path / "focus", "cpu")
+    dev = resolve_device("cpu")
+    model = open_run(tmp_path / "focus").model(dev)
     maps = decode_latent(model, np.random.default_rng(0).normal(size=(3, 4)) * 5, dev)
     v0 = model.volume.v0_grid.numpy()
     outside = mask == 0
@@ -147,7 +150,7 @@ def test_decoupling_passes_run_and_are_logged(dataset, tmp_path):
     train(cfg, tmp_path / "dec", progress=False)
     entry = _log(tmp_path / "dec")[0]
     assert entry["pose_decoupling"] > 0 and entry["ctf_decoupling"] > 0
-    _, _, model, _ = load_run(tmp_path / "dec", "cpu")
+    model = open_run(tmp_path / "dec").model("cpu")
     assert model.net.encoder_clean is not None and model.net.encoder_ctf is not None
 
 

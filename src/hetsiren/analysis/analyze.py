@@ -24,6 +24,7 @@ its centre, so its map is decoded at a latent point the encoder actually produce
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import time
@@ -53,30 +54,75 @@ from hetsiren.analysis.plots import (
     plot_training_curves,
 )
 from hetsiren.analysis.surface import render_surface
-from hetsiren.errors import UserInputError
+from hetsiren.devices import resolve_device
+from hetsiren.errors import UserInputError, check_choice
 from hetsiren.outputs import check_outputs
 from hetsiren.rundir import (
     ANALYSIS_FILES,
     analysis_folder,
     atomic_write,
-    load_latent,
-    load_snapshot_latent,
     locks_run,
+    open_run,
     pc_map_name,
-    read_run_config,
-    read_training_log,
     write_json,
     write_npy,
 )
 from hetsiren.train.health import training_health
 
-__all__ = ["AnalysisResult", "DecodedMap", "analyze_run"]
+__all__ = ["AnalysisConfig", "AnalysisResult", "DecodedMap", "analyze_run"]
 
 log = logging.getLogger(__name__)
 
 _FILES = ANALYSIS_FILES
 # Maps decoded per network call: bounds memory at large boxes (one 400^3 map is 256 MB).
 _DECODE_CHUNK = 4
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Options of one analysis of a run (``hetsiren analyze``)."""
+
+    k: int = 20  # paper: 20 KMeans representatives of the landscape
+    """KMeans clusters of the latent; a map is decoded at each one's representative."""
+    pcs: int = 2
+    """Principal components to sample maps along (PC1..PCpcs); 0 samples none."""
+    umap: bool = False  # paper: UMAP for visualisation; needs umap-learn (optional extra)
+    """Also compute a UMAP embedding."""
+    umap_dims: Literal[2, 3] = 2
+    """UMAP dimensions (the first two are plotted)."""
+    percentiles: tuple[float, float] = (5.0, 95.0)
+    """Range of each PC covered by the sampled maps, in percent of particles."""
+    n_samples: int = 5
+    """Maps per PC."""
+    decode: bool = True
+    """Decode maps (needs model.pt); False writes only the latent analysis."""
+    device: str = "auto"
+    """Where to decode: auto, cpu, cuda or cuda:N."""
+    seed: int = 0
+    """KMeans and UMAP seed."""
+    report: bool = True
+    """Write report.html."""
+    epoch: int | None = None
+    """Analyse the snapshot kept after this epoch (RUN/snapshots) into RUN/analysis.EEE
+    instead of the final model."""
+
+    def validate(self, zdim: int) -> AnalysisConfig:
+        """Reject impossible options for a ``zdim``-dimensional latent, naming the flag."""
+        if self.k < 1:
+            raise UserInputError(f"--k must be >= 1, got {self.k}")
+        if self.pcs < 0:
+            raise UserInputError(f"--pcs must be >= 0, got {self.pcs}")
+        if self.pcs > zdim:
+            raise UserInputError(f"--pcs {self.pcs}: the latent has only {zdim} dimensions")
+        check_choice("--umap-dims", self.umap_dims, Literal[2, 3])
+        if self.decode and self.pcs:
+            lo, hi = self.percentiles
+            if not 0 <= lo < hi <= 100:
+                raise UserInputError(
+                    f"--percentiles must satisfy 0 <= low < high <= 100, got {lo} {hi}")
+            if self.n_samples < 2:
+                raise UserInputError(f"--n-samples must be >= 2, got {self.n_samples}")
+        return self
 
 
 @dataclass
@@ -99,6 +145,8 @@ class AnalysisResult:
 
     out_dir: Path
     pca: LatentPCA
+    pca_coords: np.ndarray
+    """``(N, p)`` float64 PC coordinates of every particle."""
     clustering: Clustering
     umap: np.ndarray | None
     cluster_maps: list[DecodedMap] = field(default_factory=list)
@@ -118,10 +166,13 @@ def _decode_series(run_dir: Path, points: np.ndarray, paths: list[Path], device:
     """Decode, write and describe maps; with ``surfaces``, also render each map's isosurface
     to ``surfaces/<map name>.png``."""
     from hetsiren.io import write_map
-    from hetsiren.train.inference import decode_latent, load_run
+    from hetsiren.train.inference import decode_latent
 
     if "model" not in model_cache:
-        _, prep, model, dev = load_run(run_dir, device, epoch=epoch)
+        run = open_run(run_dir)
+        dev = resolve_device(device)
+        model = run.model(dev, epoch)
+        prep = run.preprocessing
         model_cache.update(model=model, device=dev, pixel_size_A=prep.pixel_size_A)
     model, dev, pixel_A = model_cache["model"], model_cache["device"], model_cache["pixel_size_A"]
     out = []
@@ -208,46 +259,22 @@ def _write_clusters_table(path: Path, clustering: Clustering, maps: list[Path | 
 
 
 @locks_run
-def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = False,
-                umap_dims: Literal[2, 3] = 2, percentiles: tuple[float, float] = (5.0, 95.0),
-                n_samples: int = 5, decode: bool = True, device: str = "auto", seed: int = 0,
-                report: bool = True, epoch: int | None = None) -> AnalysisResult:
+def analyze_run(run_dir: str | Path, cfg: AnalysisConfig | None = None) -> AnalysisResult:
     """Analyse the latent landscape of a trained run (see the module docstring for outputs).
 
     Args:
         run_dir: a training run directory (``config.json``, ``latent.npy``, ``model.pt``).
-        k: KMeans clusters (paper: 20 representatives).
-        pcs: principal components to sample maps along (PC1..PC``pcs``).
-        umap: also compute a UMAP embedding (needs umap-learn).
-        umap_dims: 2 or 3 UMAP dimensions (the first two are plotted).
-        percentiles: range of each PC covered by the sampled maps, in percent of particles.
-        n_samples: maps per PC.
-        decode: decode maps (needs ``model.pt``); False writes only the latent analysis.
-        device: where to decode (auto, cpu, cuda, cuda:N).
-        seed: KMeans and UMAP seed.
-        report: write ``report.html``.
-        epoch: analyse the snapshot kept after this epoch (``RUN/snapshots``) instead of the
-            final model, into ``RUN/analysis.EEE``.
+        cfg: the options (:class:`AnalysisConfig`; its defaults when None).
     """
     t0 = time.perf_counter()
-    run_dir = Path(run_dir)
-    record = read_run_config(run_dir)
-    z = load_latent(run_dir) if epoch is None else load_snapshot_latent(run_dir, epoch)
+    cfg = cfg or AnalysisConfig()
+    run = open_run(run_dir)
+    run_dir = run.path
+    epoch = cfg.epoch
+    z = run.latent(epoch)
     n, zdim = z.shape
-    if pcs < 0:
-        raise UserInputError(f"--pcs must be >= 0, got {pcs}")
-    if pcs > zdim:
-        raise UserInputError(f"--pcs {pcs}: the latent has only {zdim} dimensions")
-    # checked here, before anything is written, rather than where they are used
-    if umap_dims not in (2, 3):
-        raise UserInputError(f"--umap-dims must be 2 or 3, got {umap_dims}")
-    if decode and pcs:
-        lo, hi = percentiles
-        if not 0 <= lo < hi <= 100:
-            raise UserInputError(
-                f"--percentiles must satisfy 0 <= low < high <= 100, got {lo} {hi}")
-        if n_samples < 2:
-            raise UserInputError(f"--n-samples must be >= 2, got {n_samples}")
+    cfg.validate(zdim)  # before anything is written
+    k, pcs, percentiles, n_samples = cfg.k, cfg.pcs, cfg.percentiles, cfg.n_samples
     out = analysis_folder(run_dir, epoch)
     check_outputs(folders=[out])
     out.mkdir(parents=True, exist_ok=True)
@@ -255,40 +282,40 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
 
     # --- reductions -------------------------------------------------------------------------
     pca = fit_pca(z)
-    coords = pca.transform(z).astype(np.float32)
+    coords = pca.transform(z)
     files["pca"] = atomic_write(out / _FILES["pca"], lambda p: _save_npz(p, pca.to_npz()))
-    files["pca_coords"] = write_npy(out / _FILES["pca_coords"], coords)
+    files["pca_coords"] = write_npy(out / _FILES["pca_coords"], coords.astype(np.float32))
     log.info("PCA: PC1..PC%d explain %s of the latent variance", min(3, len(pca.components)),
              ", ".join(f"{100 * r:.1f}%" for r in pca.explained_variance_ratio[:3]))
     embedding = None
-    if umap:
-        log.info("UMAP (%dD) of %d points...", umap_dims, n)
-        embedding = embed_umap(z, umap_dims, seed=seed)
+    if cfg.umap:
+        log.info("UMAP (%dD) of %d points...", cfg.umap_dims, n)
+        embedding = embed_umap(z, cfg.umap_dims, seed=cfg.seed)
         files["umap"] = write_npy(out / _FILES["umap"], embedding)
 
     # --- clusters ---------------------------------------------------------------------------
-    clustering = cluster_latent(z, k, seed=seed)
+    clustering = cluster_latent(z, k, seed=cfg.seed)
     files["labels"] = write_npy(out / _FILES["labels"], clustering.labels)
-    result = AnalysisResult(out_dir=out, pca=pca, clustering=clustering, umap=embedding,
-                            files=files)
+    result = AnalysisResult(out_dir=out, pca=pca, pca_coords=coords, clustering=clustering,
+                            umap=embedding, files=files)
 
     # --- maps -------------------------------------------------------------------------------
     model_cache: dict[str, Any] = {}
-    if decode:
+    if cfg.decode:
         cluster_paths = [out / _FILES["cluster_maps"] / f"cluster_{i:02d}.mrc" for i in range(k)]
         _clear_stale(out / _FILES["cluster_maps"], "cluster", cluster_paths)
         _clear_stale_surfaces(out / _FILES["surfaces"], [p.stem for p in cluster_paths])
         log.info("decoding %d cluster maps...", k)
         result.cluster_maps = _decode_series(run_dir, z[clustering.representatives],
-                                             cluster_paths, device, model_cache, epoch,
+                                             cluster_paths, cfg.device, model_cache, epoch,
                                              surfaces=out / _FILES["surfaces"])
         for pc in range(1, pcs + 1):
             points, t = sample_pc(pca, z, pc, percentiles, n_samples)
             paths = [out / pc_map_name(pc, i) for i in range(n_samples)]
             _clear_stale(out / f"pc{pc}", f"pc{pc}", paths)
             log.info("decoding %d maps along PC%d...", n_samples, pc)
-            result.pc_maps[pc] = _decode_series(run_dir, points, paths, device, model_cache,
-                                                epoch)
+            result.pc_maps[pc] = _decode_series(run_dir, points, paths, cfg.device,
+                                                model_cache, epoch)
             result.pc_coords[pc] = t
         write_json(out / _FILES["pc_samples"], {
             "percentiles": list(percentiles),
@@ -302,7 +329,7 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
     rel_maps: list[Path | None] = [m.path.relative_to(out) for m in result.cluster_maps] or [
         None] * k
     files["clusters"] = write_json(out / _FILES["clusters"], {
-        "k": k, "seed": seed, "n_particles": n, "space": f"latent ({zdim}D)",
+        "k": k, "seed": cfg.seed, "n_particles": n, "space": f"latent ({zdim}D)",
         "populations": clustering.populations.tolist(),
         "fractions": (clustering.populations / n).tolist(),
         "representatives": clustering.representatives.tolist(),
@@ -332,7 +359,7 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
         files["density_umap"] = plot_density(embedding[:, :2], out / _FILES["density_umap"],
                                              ("UMAP1", "UMAP2"), "Particle density (UMAP)")
     files["explained_variance"] = plot_explained_variance(ratio, out / _FILES["explained_variance"])
-    log_entries = read_training_log(run_dir)
+    log_entries = run.log()
     health = training_health(log_entries)
     if health:
         log.warning("%s: %s", run_dir, health)
@@ -341,7 +368,7 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
         files["training_curves"] = curves
 
     # --- ChimeraX, report, summary ----------------------------------------------------------
-    if decode:
+    if cfg.decode:
         colours = cluster_colours(k)
         series = [MapSeries("clusters", [m.path for m in result.cluster_maps],
                             float(np.median([m.level for m in result.cluster_maps])),
@@ -351,18 +378,16 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
                                     float(np.median([m.level for m in maps])), trajectory=True))
         files["chimerax"] = write_chimerax_script(out / _FILES["chimerax"], series)
     files["notebook"] = write_notebook(out)
-    if report:
+    if cfg.report:
         from hetsiren.analysis.report import write_report
 
-        files["report"] = write_report(out / _FILES["report"], run_dir, record, result, z,
+        files["report"] = write_report(out / _FILES["report"], run_dir, run.record, result, z,
                                        log_entries)
-    _clear_previous(out, files, pcs, decode)
+    _clear_previous(out, files, pcs, cfg.decode)
     write_json(out / _FILES["summary"], {
         "hetsiren_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "parameters": {"k": k, "pcs": pcs, "umap": umap, "umap_dims": umap_dims,
-                       "percentiles": list(percentiles), "n_samples": n_samples,
-                       "decode": decode, "seed": seed, "epoch": epoch},
+        "parameters": {**dataclasses.asdict(cfg), "percentiles": list(percentiles)},
         "n_particles": n, "zdim": zdim, "training_health": health,
         "explained_variance_ratio": ratio.tolist(),
         "files": {key: p.relative_to(out).as_posix() for key, p in files.items()},

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
 from hetsiren.rundir import (
     CONVERGENCE_DIR,
     analysis_folder,
     load_snapshot_latent,
+    open_run,
     snapshot_epochs,
     write_json,
 )
@@ -120,7 +122,7 @@ def analyze_convergence(run_dir: str | Path, n_maps: int = 8, device: str = "aut
     """
     from hetsiren.analysis.landscape import cluster_latent
     from hetsiren.analysis.plots import plot_convergence
-    from hetsiren.train.inference import decode_latent, load_run
+    from hetsiren.train.inference import decode_latent
 
     run_dir = Path(run_dir)
     epochs = snapshot_epochs(run_dir)
@@ -137,8 +139,9 @@ def analyze_convergence(run_dir: str | Path, n_maps: int = 8, device: str = "aut
     sample = np.sort(rng.choice(n, size=min(n, _SAMPLE), replace=False))
     anchors = cluster_latent(latents[-1], min(n_maps, n), seed=seed).representatives
     maps = []
+    run, dev = open_run(run_dir), resolve_device(device)
     for e, z in zip(epochs, latents, strict=True):
-        _, _, model, dev = load_run(run_dir, device, epoch=e)
+        model = run.model(dev, e)
         maps.append(decode_latent(model, z[anchors], dev))
     result = ConvergenceResult(epochs=epochs, latent_unexplained=[], neighbours_kept=[],
                                map_relative_change=[], map_decorrelation=[], anchors=anchors,

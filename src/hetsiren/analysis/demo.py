@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hetsiren.analysis.analyze import analyze_run
+from hetsiren.analysis.analyze import AnalysisConfig, analyze_run
 from hetsiren.analysis.evaluate import evaluate_run
 from hetsiren.errors import UserInputError
 from hetsiren.outputs import check_outputs
@@ -65,7 +65,7 @@ def run_demo(out_dir: str | Path, n_particles: int = 2000, epochs: int = 50, snr
                       pose_decoupling=0.0, ctf_decoupling=0.0)
     train(cfg, run, progress=progress)
     log.info("3/4 analysing the landscape")
-    result = analyze_run(run, k=DEMO_STATES, device=device, seed=seed)
+    result = analyze_run(run, AnalysisConfig(k=DEMO_STATES, device=device, seed=seed))
     log.info("4/4 scoring against the simulated truth")
     metrics = evaluate_run(run, data, device=device)
     write_json(out_dir / "evaluation.json", metrics)

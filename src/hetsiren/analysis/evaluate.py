@@ -32,13 +32,14 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
+from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
 from hetsiren.geometry import sphere_mask
 from hetsiren.io import read_map
 from hetsiren.outputs import check_outputs
 from hetsiren.physics import fsc, resample_map, resolution_at
-from hetsiren.rundir import LATENT, run_inputs, write_json
-from hetsiren.train.inference import decode_latent, load_run
+from hetsiren.rundir import LATENT, open_run, run_inputs, write_json
+from hetsiren.train.inference import decode_latent
 
 __all__ = ["evaluate_latent", "evaluate_maps", "evaluate_run", "knn_r2", "load_truth"]
 
@@ -171,7 +172,10 @@ def evaluate_run(run_dir: str | Path, truth_dir: str | Path, maps: bool = True,
     report: dict[str, Any] = {"run": str(run_dir), "truth": str(truth_dir),
                               "kind": meta.get("kind"), **evaluate_latent(z, truth)}
     if maps:
-        _, prep, model, dev = load_run(run_dir, device)
+        run = open_run(run_dir)
+        dev = resolve_device(device)
+        model = run.model(dev)
+        prep = run.preprocessing
         per_map = evaluate_maps(lambda point: decode_latent(model, point[None], dev)[0], z,
                                 truth, meta, truth_dir, prep.pixel_size_A, prep.box)
         report["maps"] = per_map

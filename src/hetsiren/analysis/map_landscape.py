@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from hetsiren import __version__
+from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
 from hetsiren.rundir import (
     LANDSCAPE_DIR,
@@ -46,6 +47,7 @@ from hetsiren.rundir import (
     atomic_write,
     load_latent,
     load_snapshot_latent,
+    open_run,
     write_json,
     write_npy,
 )
@@ -124,7 +126,6 @@ def analyze_map_landscape(run_dir: str | Path, n_points: int = 500, states: int 
     from hetsiren.analysis.landscape import cluster_latent
     from hetsiren.analysis.plots import cluster_colours, plot_map_landscape
     from hetsiren.io import write_map
-    from hetsiren.train.inference import load_run
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -141,7 +142,10 @@ def analyze_map_landscape(run_dir: str | Path, n_points: int = 500, states: int 
     if n_samples < 2:
         raise UserInputError(f"--n-samples must be >= 2, got {n_samples}")
 
-    _, prep, model, dev = load_run(run_dir, device, epoch=epoch)
+    run = open_run(run_dir)
+    dev = resolve_device(device)
+    model = run.model(dev, epoch)
+    prep = run.preprocessing
     box = min(prep.box, ANALYSIS_BOX)
     pixel_A = prep.pixel_size_A * prep.box / box
     log.info("landscape in map space: KMeans with %d centres, decoding %d maps at %d px",

@@ -37,13 +37,7 @@ from hetsiren.analysis.landscape import LatentPCA, cluster_latent, fit_pca
 from hetsiren.errors import UserInputError
 from hetsiren.io.indices import read_indices
 from hetsiren.outputs import check_outputs
-from hetsiren.rundir import (
-    ANALYSIS_FILES,
-    analysis_folder,
-    load_latent,
-    read_run_config,
-    run_inputs,
-)
+from hetsiren.rundir import ANALYSIS_FILES, analysis_folder, open_run
 
 __all__ = [
     "ExportResult",
@@ -79,21 +73,14 @@ def load_labels(run_dir: str | Path, z: np.ndarray, k: int | None = None, seed: 
             different from the stored clustering's k, the clustering is redone with it.
         seed: KMeans seed when re-clustering (default: the stored one, else 0).
     """
-    out = analysis_folder(run_dir)
-    clusters_path = out / ANALYSIS_FILES["clusters"]
-    stored: dict[str, Any] = {}
-    if clusters_path.is_file():
-        try:
-            stored = json.loads(clusters_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("%s: unreadable (%s); ignoring it", clusters_path, exc)
-    labels_path = out / ANALYSIS_FILES["labels"]
-    if labels_path.is_file() and (k is None or k == stored.get("k")):
-        labels = np.load(labels_path)
+    run = open_run(run_dir)
+    stored = run.clusters()
+    labels = run.labels()
+    if labels is not None and (k is None or k == stored.get("k")):
         if labels.shape == (len(z),):
-            return labels.astype(np.int64)
-        log.warning("%s has %d labels for %d particles; re-clustering", labels_path,
-                    len(labels), len(z))
+            return labels
+        log.warning("%s has %d labels for %d particles; re-clustering",
+                    analysis_folder(run_dir) / ANALYSIS_FILES["labels"], len(labels), len(z))
     k = k if k is not None else stored.get("k")
     if k is None:
         raise UserInputError(
@@ -191,14 +178,13 @@ def read_region(path: str | Path, zdim: int) -> Region:
 
 def load_pca(run_dir: str | Path, z: np.ndarray) -> LatentPCA:
     """The PCA ``analyze`` stored (``analysis/pca.npz``), or a new fit of ``z``."""
-    path = analysis_folder(run_dir) / ANALYSIS_FILES["pca"]
-    if path.is_file():
-        with np.load(path) as f:
-            pca = LatentPCA(mean=f["mean"], components=f["components"],
-                            explained_variance_ratio=f["explained_variance_ratio"])
+    stored = open_run(run_dir).pca()
+    if stored is not None:
+        pca = LatentPCA(**stored)
         if pca.mean.shape == (z.shape[1],):
             return pca
-        log.warning("%s does not match the latent's dimension; re-fitting the PCA", path)
+        log.warning("%s does not match the latent's dimension; re-fitting the PCA",
+                    analysis_folder(run_dir) / ANALYSIS_FILES["pca"])
     return fit_pca(z)
 
 
@@ -215,11 +201,12 @@ def select_region(region: Region, z: np.ndarray, run_dir: str | Path) -> np.ndar
         coords = pca.transform(z)[:, [a - 1 for a in region.axes]]
     else:
         path = analysis_folder(run_dir) / ANALYSIS_FILES["umap"]
-        if not path.is_file():
+        umap = open_run(run_dir).umap()
+        if umap is None:
             raise UserInputError(
                 f"{path}: not found; a UMAP region needs `hetsiren analyze {run_dir} --umap` "
                 "first")
-        coords = np.load(path)[:, :2].astype(np.float64)
+        coords = umap[:, :2].astype(np.float64)
         if len(coords) != len(z):
             raise UserInputError(f"{path}: has {len(coords)} rows, the latent {len(z)}")
     if region.polygon is not None:
@@ -304,14 +291,13 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
         absolute_stack_paths: write absolute image stack paths (default: relative to the
             output's folder).
     """
-    from hetsiren.io import input_files, read_particles
+    from hetsiren.io import input_files
 
     if clusters is None and indices is None and region is None:
         raise UserInputError("choose particles with --clusters, --indices or --region")
-    run_dir = Path(run_dir)
-    record = read_run_config(run_dir)
-    cfg = record.get("config", {})
-    z = load_latent(run_dir)
+    run = open_run(run_dir)
+    run_dir = run.path
+    z = run.latent()
     n = len(z)
     keep = np.ones(n, dtype=bool)
     if clusters is not None:
@@ -329,16 +315,10 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
     rows = np.flatnonzero(keep)
     if len(rows) == 0:
         raise UserInputError("the selection is empty: no particle matches all the criteria")
-    source = particles or cfg.get("particles")
-    if not source:
-        raise UserInputError(f"{run_dir}/config.json names no particle file; pass --particles")
-    if not Path(source).exists():
-        raise UserInputError(
-            f"{source}: the run's particle file is not there (moved?); pass --particles FILE")
-    pset = read_particles(source, datadir=datadir or cfg.get("datadir"),
-                          pixel_size_A=cfg.get("pixel_size_A"))
+    pset = run.particles(particles, datadir)
+    source = particles or run.train.particles
     check_outputs(files=[out_path],
-                  inputs=[*run_inputs(run_dir), *input_files(pset), indices, region])
+                  inputs=[*run.inputs(), *input_files(pset), indices, region])
     if pset.n_particles != n:
         raise UserInputError(
             f"{source} has {pset.n_particles} particles but {run_dir}/latent.npy has {n}: "

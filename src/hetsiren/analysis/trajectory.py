@@ -29,8 +29,9 @@ from typing import Literal
 import numpy as np
 
 from hetsiren.analysis.chimerax import MapSeries, contour_level, write_movie_script
+from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
-from hetsiren.rundir import atomic_write, load_latent, load_snapshot_latent, write_json
+from hetsiren.rundir import atomic_write, load_latent, load_snapshot_latent, open_run, write_json
 from hetsiren.train.inference import MapOutput
 
 __all__ = ["Trajectory", "graph_path", "interpolate", "trajectory_from_run", "write_trajectory"]
@@ -154,14 +155,17 @@ def write_trajectory(run_dir: str | Path, trajectory: Trajectory, out_dir: str |
         epoch: decode with the decoder of this epoch's snapshot.
     """
     from hetsiren.io import write_map
-    from hetsiren.train.inference import check_new_output, decode_latent, finish_map, load_run
+    from hetsiren.train.inference import check_new_output, decode_latent, finish_map
 
     out_dir = Path(out_dir)
     n = len(trajectory.z)
     paths = [out_dir / f"traj_{i:03d}.mrc" for i in range(n)]
     extra = [out_dir / name for name in ("trajectory.json", "z.txt", "movie.cxc")]
     check_new_output(paths + extra, overwrite)
-    _, prep, model, dev = load_run(run_dir, device, epoch=epoch)
+    run = open_run(run_dir)
+    dev = resolve_device(device)
+    model = run.model(dev, epoch)
+    prep = run.preprocessing
     maps = decode_latent(model, trajectory.z, dev)
     if not np.isfinite(maps).all():
         raise UserInputError(f"{run_dir}: a decoded map contains NaN or Inf; the model has "

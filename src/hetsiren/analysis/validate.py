@@ -33,10 +33,12 @@ from hetsiren.analysis.landscape import nearest_particles
 from hetsiren.analysis.plots import plot_fsc, plot_histograms
 from hetsiren.analysis.postprocess import PostprocessConfig, postprocess_maps
 from hetsiren.analysis.select import load_labels
+from hetsiren.data import reconstruct_particles
+from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
 from hetsiren.io import input_files, read_particles, write_map
 from hetsiren.outputs import check_outputs
-from hetsiren.physics import FSCCurve, reconstruct_particles, resolution_at
+from hetsiren.physics import FSCCurve, resolution_at
 from hetsiren.physics.postprocess import (
     MaskedFSC,
     fit_guinier,
@@ -44,8 +46,15 @@ from hetsiren.physics.postprocess import (
     masked_fsc,
     sharpen_map,
 )
-from hetsiren.rundir import VALIDATE_DIR, analysis_folder, load_latent, locks_run, write_json
-from hetsiren.train.inference import decode_latent, load_run, read_latent_points
+from hetsiren.rundir import (
+    VALIDATE_DIR,
+    analysis_folder,
+    load_latent,
+    locks_run,
+    open_run,
+    write_json,
+)
+from hetsiren.train.inference import decode_latent, read_latent_points
 
 __all__ = ["DEFAULT_N_PARTICLES", "MIN_RELIABLE_PARTICLES", "ValidationResult",
            "validate_point", "validate_run"]
@@ -131,7 +140,11 @@ def validate_point(run_dir: str | Path, point: np.ndarray, out_dir: str | Path,
         rows: ``(n,)`` indices of the particles to reconstruct (in the run's particle file).
         device: where to decode and reconstruct.
     """
-    cfg, prep, model, dev = load_run(run_dir, device)
+    run = open_run(run_dir)
+    dev = resolve_device(device)
+    model = run.model(dev)
+    prep = run.preprocessing
+    cfg = run.train
     if len(rows) < 2:
         raise UserInputError(f"need at least 2 particles to validate, got {len(rows)}")
     if len(rows) < MIN_RELIABLE_PARTICLES:

@@ -38,13 +38,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from hetsiren.analysis.analyze import analyze_run
+    from hetsiren.analysis.analyze import AnalysisConfig, analyze_run
 
-    result = analyze_run(args.run, k=args.k, pcs=args.pcs, umap=args.umap,
-                         umap_dims=args.umap_dims, percentiles=tuple(args.percentiles),
-                         n_samples=args.n_samples, decode=not args.no_decode,
-                         device=args.device, seed=args.seed, report=not args.no_report,
-                         epoch=args.epoch)
+    cfg = AnalysisConfig(k=args.k, pcs=args.pcs, umap=args.umap, umap_dims=args.umap_dims,
+                         percentiles=tuple(args.percentiles), n_samples=args.n_samples,
+                         decode=not args.no_decode, device=args.device, seed=args.seed,
+                         report=not args.no_report, epoch=args.epoch)
+    result = analyze_run(args.run, cfg)
     print(f"analysis written to {result.out_dir}")
     if not args.no_report:
         print(f"open {result.report} in a browser")

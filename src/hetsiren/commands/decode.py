@@ -31,11 +31,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from hetsiren.rundir import read_run_config
+    from hetsiren.rundir import open_run
     from hetsiren.train.inference import MapOutput, decode_to_files, read_latent_points
 
-    zdim = int(read_run_config(args.run)["config"]["zdim"])
-    z = read_latent_points(args.z, zdim)
+    z = read_latent_points(args.z, open_run(args.run).record.network.zdim)
     output = MapOutput(original_size=args.original_size, flip=args.flip, invert=args.invert)
     paths = decode_to_files(args.run, z, args.output, device=args.device, prefix=args.prefix,
                             output=output, overwrite=args.force, inputs=[args.z])

@@ -54,9 +54,10 @@ def _half_path(output: Path, n: int) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
+    from hetsiren.data import reconstruct_particles
     from hetsiren.io import input_files, read_particles, write_map
     from hetsiren.outputs import check_outputs
-    from hetsiren.physics import reconstruct_particles, resolution_at
+    from hetsiren.physics import resolution_at
 
     output = Path(args.output)
     if output.suffix.lower() not in (".mrc", ".map"):

@@ -83,7 +83,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from hetsiren.errors import UserInputError
-    from hetsiren.rundir import CONFIG, read_run_config
+    from hetsiren.rundir import CONFIG, read_record
     from hetsiren.train.config import PAPER_DEFAULTS, TrainConfig
     from hetsiren.train.trainer import train
 
@@ -95,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserInputError("--allow-change only applies with --resume")
     if args.resume and (Path(args.output) / CONFIG).is_file():
         # The stored options, with what the command line gives on top (checked by train).
-        stored = read_run_config(args.output)["config"]
+        stored = read_record(args.output).train.to_dict()
         cfg = TrainConfig.from_dict({**stored, "particles": args.particles, **given})
     else:
         base = dict(PAPER_DEFAULTS) if args.paper_defaults else {}

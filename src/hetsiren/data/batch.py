@@ -20,10 +20,10 @@ import torch
 from hetsiren.errors import UserInputError
 from hetsiren.geometry import grid_coordinates, shifts_A_to_px
 from hetsiren.io.particles import ParticleSet
-from hetsiren.physics import fourier_crop
+from hetsiren.physics import compute_ctf, fourier_crop
 
-__all__ = ["Batch", "Preprocessing", "common_pixel_size_A", "estimate_preprocessing",
-           "iterate_batches", "load_batch"]
+__all__ = ["PIXEL_SIZE_RTOL", "Batch", "Preprocessing", "batch_ctf", "common_pixel_size_A",
+           "estimate_preprocessing", "iterate_batches", "load_batch"]
 
 # Pixels farther than this fraction of the half-box from the centre count as background for
 # the normalisation (RELION's default background radius is 0.75 of the half box; the outer
@@ -34,7 +34,7 @@ _NOISE_SAMPLE = 1000
 # Relative spread of pixel sizes still taken as one pixel size: values written with 4-6
 # digits by different tools differ by ~1e-4 relative; optics groups with really different
 # magnifications differ by 1e-2 and more.
-_PIXEL_SIZE_RTOL = 1e-3
+PIXEL_SIZE_RTOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -82,21 +82,24 @@ def _background_mask(box: int) -> torch.Tensor:
     return radius > _BACKGROUND_RADIUS_FRACTION * (box / 2)
 
 
-def _crop_and_centre(raw: np.ndarray, box: int, background: torch.Tensor) -> torch.Tensor:
+def _crop(raw: np.ndarray, box: int) -> torch.Tensor:
     images = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
-    if images.shape[-1] != box:
-        images = fourier_crop(images, box)
+    return images if images.shape[-1] == box else fourier_crop(images, box)
+
+
+def _crop_and_centre(raw: np.ndarray, box: int, background: torch.Tensor) -> torch.Tensor:
+    images = _crop(raw, box)
     return images - images[:, background].mean(1)[:, None, None]
 
 
 def common_pixel_size_A(particles: ParticleSet) -> float:
     """The one pixel size (Å) of all images of ``particles``; error when they have several.
 
-    Sizes within a relative spread of ``_PIXEL_SIZE_RTOL`` count as one (the first
+    Sizes within a relative spread of ``PIXEL_SIZE_RTOL`` count as one (the first
     particle's, to 6 decimals); training, reconstruction and encoding all apply this rule.
     """
     sizes = np.asarray(particles.pixel_size_A, dtype=np.float64).reshape(-1)
-    if np.ptp(sizes) > _PIXEL_SIZE_RTOL * sizes.max():
+    if np.ptp(sizes) > PIXEL_SIZE_RTOL * sizes.max():
         raise UserInputError(
             f"particles have different pixel sizes ({sizes.min():g}–{sizes.max():g} Å): use "
             "one optics group (one pixel size) at a time")
@@ -129,23 +132,35 @@ def estimate_preprocessing(particles: ParticleSet, box: int | None, seed: int = 
 
 
 def load_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
-               device: torch.device) -> Batch:
-    """Read, preprocess and move one batch of particles to ``device``."""
+               device: torch.device, dtype: torch.dtype = torch.float32,
+               normalise: bool = True) -> Batch:
+    """Read, preprocess and move one batch of particles to ``device``.
+
+    Args:
+        particles: with images (poses and CTF optional: identity poses, no CTF).
+        prep: training box, pixel size and noise level.
+        indices: ``(b,)`` particle indices, in the order wanted.
+        device: where the tensors go.
+        dtype: of the rotations, shifts and CTF parameters (float64 for reconstruction;
+            images are float32 always).
+        normalise: remove each image's background mean and divide by ``prep.noise_std`` (the
+            network's input); False leaves the Fourier-cropped images as stored (what a
+            reconstruction backprojects).
+    """
     indices = np.asarray(indices)
-    images = _crop_and_centre(particles.images.read(indices), prep.box,
-                              _background_mask(prep.box)) / prep.noise_std
+    raw = particles.images.read(indices)
+    images = (_crop_and_centre(raw, prep.box, _background_mask(prep.box)) / prep.noise_std
+              if normalise else _crop(raw, prep.box))
     if particles.rotations is not None:
-        rotations = torch.from_numpy(particles.rotations[indices]).float()
-        shifts = torch.from_numpy(
-            shifts_A_to_px(particles.shifts_A[indices], prep.pixel_size_A)).float()
+        rotations = torch.from_numpy(particles.rotations[indices]).to(dtype)
     else:
-        rotations = torch.eye(3).expand(len(indices), 3, 3).clone()
-        shifts = torch.zeros(len(indices), 2)
-    ctf = None
-    if particles.ctf is not None:
-        sub = particles.ctf.subset(indices)
-        ctf = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device)
-               for k, v in asdict(sub).items()}
+        rotations = torch.eye(3, dtype=dtype).expand(len(indices), 3, 3).clone()
+    if particles.rotations is not None and particles.shifts_A is not None:
+        shifts = torch.from_numpy(
+            shifts_A_to_px(particles.shifts_A[indices], prep.pixel_size_A)).to(dtype)
+    else:
+        shifts = torch.zeros(len(indices), 2, dtype=dtype)
+    ctf = None if particles.ctf is None else particles.ctf.to_tensors(indices, device, dtype)
     return Batch(
         indices=torch.from_numpy(indices).to(device),
         images=images.to(device, non_blocking=True),
@@ -153,6 +168,14 @@ def load_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
         shifts_px=shifts.to(device),
         ctf=ctf,
     )
+
+
+def batch_ctf(batch: Batch, prep: Preprocessing) -> torch.Tensor | None:
+    """``(b, d, d//2+1)`` CTF of the batch's particles at the training box (rfft layout, dtype
+    of the batch's CTF parameters), or None for particles without CTF parameters."""
+    if batch.ctf is None:
+        return None
+    return compute_ctf(**batch.ctf, box_size=prep.box, pixel_size_A=prep.pixel_size_A)
 
 
 def iterate_batches(particles: ParticleSet, prep: Preprocessing, order: np.ndarray,

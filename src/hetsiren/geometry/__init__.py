@@ -1,7 +1,9 @@
 """Conventions: rotations, grids, masks, units. The only place conventions are converted."""
 
 from hetsiren.geometry.grids import (
+    A_to_px,
     box_center,
+    centered_axis,
     grid_coordinates,
     mirror_handedness,
     shifts_A_to_px,
@@ -18,7 +20,9 @@ from hetsiren.geometry.rotations import (
 )
 
 __all__ = [
+    "A_to_px",
     "box_center",
+    "centered_axis",
     "euler_deg_to_matrix",
     "euler_to_matrix",
     "grid_coordinates",

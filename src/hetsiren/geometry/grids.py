@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 __all__ = [
+    "A_to_px",
     "box_center",
+    "centered_axis",
     "grid_coordinates",
     "mirror_handedness",
     "shifts_A_to_px",
@@ -46,6 +48,13 @@ def box_center(box_size: int) -> int:
     return box_size // 2
 
 
+def centered_axis(box_size: int, dtype: torch.dtype = torch.float32, device=None
+                  ) -> torch.Tensor:
+    """``(D,)`` pixel coordinates of one axis relative to the box centre D // 2:
+    ``-(D // 2) ... D - 1 - D // 2``. Every grid of hetsiren is built from this."""
+    return torch.arange(box_size, dtype=dtype, device=device) - box_center(box_size)
+
+
 def grid_coordinates(
     box_size: int, ndim: int = 3, dtype: torch.dtype = torch.float32, device=None
 ) -> torch.Tensor:
@@ -55,7 +64,7 @@ def grid_coordinates(
         ``(D, D, D, 3)`` for ndim 3 (indexed ``[z, y, x]``, last axis ``(x, y, z)``) or
         ``(D, D, 2)`` for ndim 2 (indexed ``[y, x]``, last axis ``(x, y)``).
     """
-    axis = torch.arange(box_size, dtype=dtype, device=device) - box_center(box_size)
+    axis = centered_axis(box_size, dtype, device)
     grids = torch.meshgrid(*([axis] * ndim), indexing="ij")  # [z,y,x] or [y,x] order
     return torch.stack(grids[::-1], dim=-1)  # reverse to (x, y[, z])
 
@@ -73,6 +82,11 @@ def sphere_mask(box_size: int, radius_px: float | None = None, ndim: int = 3) ->
         radius_px = box_size // 2 - 1
     coords = grid_coordinates(box_size, ndim=ndim, dtype=torch.float64)
     return coords.pow(2).sum(-1) <= radius_px**2
+
+
+def A_to_px(values_A, pixel_size_A: float):
+    """Lengths or coordinates in Å (float, array or tensor) → pixels of ``pixel_size_A``."""
+    return values_A / pixel_size_A
 
 
 def shifts_A_to_px(shifts_A: np.ndarray, pixel_size_A: np.ndarray | float) -> np.ndarray:

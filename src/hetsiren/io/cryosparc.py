@@ -30,7 +30,7 @@ from hetsiren.geometry import (
 )
 from hetsiren.io.mrc import MrcImageSource
 from hetsiren.io.particles import CTFParams, ParticleSet
-from hetsiren.io.stacks import image_source_from_paths
+from hetsiren.io.stacks import image_source_from_paths, stack_refs_of
 from hetsiren.outputs import atomic_path
 
 __all__ = ["read_cs_particles", "write_cs"]
@@ -204,7 +204,6 @@ def _save_cs(path: str | Path, arr: np.ndarray) -> Path:
 
 def _encoded_stack_paths(particles: ParticleSet, relative_to: Path | None
                          ) -> tuple[np.ndarray, np.ndarray]:
-    from hetsiren.io.formats import stack_refs_of
 
     stack_paths, index0 = stack_refs_of(particles, relative_to)
     return np.char.encode(np.asarray(stack_paths, dtype=str), "utf-8"), index0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +13,8 @@ from hetsiren.io.mrc import MrcImageSource, read_stack_header
 from hetsiren.io.particles import ParticleSet
 from hetsiren.io.star import read_star_particles
 
-__all__ = ["describe_particles", "image_names_of", "input_files", "read_particles",
-           "stack_paths_to_write", "stack_refs_of"]
+__all__ = ["describe_particles", "input_files", "read_particles"]
 
-log = logging.getLogger(__name__)
 
 _STACK_SUFFIXES = (".mrcs", ".mrc", ".st")
 
@@ -103,50 +99,6 @@ def read_rotations(path: str | Path) -> np.ndarray:
         raise UserInputError(f"{path}: no poses (rlnAngleRot/Tilt/Psi or alignments3D/pose) "
                              "in this file")
     return rotations
-
-
-def stack_paths_to_write(images: MrcImageSource, relative_to: str | Path | None) -> list[str]:
-    """One path per stack of ``images`` (``images.stack_names`` order), as a writer writes it.
-
-    A stack that was found is written relative to the folder ``relative_to`` (the output
-    file's folder, from which hetsiren, cryoDRGN and this package's readers resolve it), or
-    absolute when ``relative_to`` is None. A stack that was not found keeps the name it had in
-    the input, with a warning: its location relative to the output cannot be known.
-    """
-    base = Path(relative_to).resolve() if relative_to is not None else None
-    names, missing = [], []
-    for p, name in zip(images.stack_paths, images.stack_names, strict=True):
-        if not p.is_file():
-            names.append(name)
-            missing.append(name)
-        elif base is None:
-            names.append(str(p.resolve()))
-        else:
-            names.append(Path(os.path.relpath(p.resolve(), base)).as_posix())
-    if missing:
-        log.warning("%d of %d image stacks were not found (e.g. %s); their paths are written as "
-                    "in the input and may not resolve from the output's folder (pass --datadir "
-                    "to find them)", len(missing), len(names), missing[0])
-    return names
-
-
-def stack_refs_of(particles: ParticleSet, relative_to: str | Path | None = None
-                  ) -> tuple[list[str], np.ndarray]:
-    """``N`` stack paths to write (see :func:`stack_paths_to_write`) and ``(N,)`` 0-based
-    indices."""
-    src = particles.images
-    if not isinstance(src, MrcImageSource):
-        raise UserInputError("these particles have no image references to write")
-    names = stack_paths_to_write(src, relative_to)
-    per_particle = np.asarray(names, dtype=object)[src.stack_of_particle]
-    return list(per_particle), src.index_in_stack
-
-
-def image_names_of(particles: ParticleSet, relative_to: str | Path | None = None) -> list[str]:
-    """RELION ``NNNNNN@stack`` names (1-based) for every particle (paths as
-    :func:`stack_refs_of` writes them)."""
-    paths, index0 = stack_refs_of(particles, relative_to)
-    return [f"{i + 1:06d}@{p}" for i, p in zip(index0.tolist(), paths, strict=True)]
 
 
 def _value_or_list(values: np.ndarray) -> Any:

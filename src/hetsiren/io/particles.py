@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 __all__ = ["CTFParams", "ImageSource", "ParticleSet"]
 
@@ -53,6 +54,21 @@ class CTFParams:
     def subset(self, indices: np.ndarray) -> CTFParams:
         """The parameters of the particles at ``indices``."""
         return CTFParams(**{f.name: getattr(self, f.name)[indices] for f in fields(self)})
+
+    def to_tensors(self, indices: np.ndarray, device: torch.device | str | None = None,
+                   dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """The parameters of the particles at ``indices`` as ``(b,)`` tensors, keyed by the
+        argument names of ``hetsiren.physics.compute_ctf`` (``compute_ctf(**params, ...)``).
+
+        Args:
+            indices: ``(b,)`` particle indices.
+            device: where the tensors go.
+            dtype: float32 for training batches, float64 where the CTF feeds an exact
+                reconstruction (``compute_ctf`` computes in float64 either way).
+        """
+        rows = np.asarray(indices)
+        return {f.name: torch.as_tensor(np.asarray(getattr(self, f.name)[rows]), dtype=dtype,
+                                        device=device) for f in fields(self)}
 
 
 @dataclass

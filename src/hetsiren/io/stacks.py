@@ -1,5 +1,5 @@
-"""From image references in metadata (``NNNNNN@stack.mrcs``, cryoSPARC blob path + index) to a
-lazy :class:`~hetsiren.io.mrc.MrcImageSource`.
+"""Image stack references: from metadata (``NNNNNN@stack.mrcs``, cryoSPARC blob path + index)
+to a lazy :class:`~hetsiren.io.mrc.MrcImageSource`, and back to the paths a writer writes.
 
 Relative stack paths are resolved against, in order: ``datadir/path`` and ``datadir/<basename>``
 when ``datadir`` is given; otherwise the metadata file's folder (and, for cryoSPARC, the
@@ -8,6 +8,8 @@ project folder above it, since ``blob/path`` is relative to the project).
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,8 +18,12 @@ import pandas as pd
 
 from hetsiren.errors import UserInputError
 from hetsiren.io.mrc import MrcImageSource
+from hetsiren.io.particles import ParticleSet
 
-__all__ = ["image_source_from_names", "image_source_from_paths", "resolve_stack"]
+__all__ = ["image_names_of", "image_source_from_names", "image_source_from_paths",
+           "resolve_stack", "stack_paths_to_write", "stack_refs_of"]
+
+log = logging.getLogger(__name__)
 
 
 def resolve_stack(name: str, base_dirs: Sequence[Path], datadir: Path | None) -> Path:
@@ -68,3 +74,47 @@ def image_source_from_names(names: pd.Series, source: Path, datadir: str | Path 
     return image_source_from_paths(stack.to_numpy(dtype=object),
                                    number.to_numpy(dtype=np.int64) - 1, source, datadir,
                                    base_dirs, box_size)
+
+
+def stack_paths_to_write(images: MrcImageSource, relative_to: str | Path | None) -> list[str]:
+    """One path per stack of ``images`` (``images.stack_names`` order), as a writer writes it.
+
+    A stack that was found is written relative to the folder ``relative_to`` (the output
+    file's folder, from which hetsiren, cryoDRGN and this package's readers resolve it), or
+    absolute when ``relative_to`` is None. A stack that was not found keeps the name it had in
+    the input, with a warning: its location relative to the output cannot be known.
+    """
+    base = Path(relative_to).resolve() if relative_to is not None else None
+    names, missing = [], []
+    for p, name in zip(images.stack_paths, images.stack_names, strict=True):
+        if not p.is_file():
+            names.append(name)
+            missing.append(name)
+        elif base is None:
+            names.append(str(p.resolve()))
+        else:
+            names.append(Path(os.path.relpath(p.resolve(), base)).as_posix())
+    if missing:
+        log.warning("%d of %d image stacks were not found (e.g. %s); their paths are written as "
+                    "in the input and may not resolve from the output's folder (pass --datadir "
+                    "to find them)", len(missing), len(names), missing[0])
+    return names
+
+
+def stack_refs_of(particles: ParticleSet, relative_to: str | Path | None = None
+                  ) -> tuple[list[str], np.ndarray]:
+    """``N`` stack paths to write (see :func:`stack_paths_to_write`) and ``(N,)`` 0-based
+    indices."""
+    src = particles.images
+    if not isinstance(src, MrcImageSource):
+        raise UserInputError("these particles have no image references to write")
+    names = stack_paths_to_write(src, relative_to)
+    per_particle = np.asarray(names, dtype=object)[src.stack_of_particle]
+    return list(per_particle), src.index_in_stack
+
+
+def image_names_of(particles: ParticleSet, relative_to: str | Path | None = None) -> list[str]:
+    """RELION ``NNNNNN@stack`` names (1-based) for every particle (paths as
+    :func:`stack_refs_of` writes them)."""
+    paths, index0 = stack_refs_of(particles, relative_to)
+    return [f"{i + 1:06d}@{p}" for i, p in zip(index0.tolist(), paths, strict=True)]

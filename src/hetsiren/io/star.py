@@ -45,7 +45,7 @@ from hetsiren.geometry import (
 )
 from hetsiren.io.mrc import MrcImageSource
 from hetsiren.io.particles import CTFParams, ParticleSet
-from hetsiren.io.stacks import image_source_from_names
+from hetsiren.io.stacks import image_names_of, image_source_from_names, stack_paths_to_write
 from hetsiren.outputs import atomic_path
 
 __all__ = ["read_star_particles", "write_new_star", "write_star", "write_star_blocks"]
@@ -460,7 +460,6 @@ def write_star(path: str | Path, particles: ParticleSet, rotations: np.ndarray |
 def _rebased_image_names(names: pd.Series, images: MrcImageSource, relative_to: Path | None
                          ) -> list[str]:
     """``NNNNNN@stack`` names with only the stack part changed (see ``stack_paths_to_write``)."""
-    from hetsiren.io.formats import stack_paths_to_write
 
     paths = stack_paths_to_write(images, relative_to)
     out = []
@@ -529,7 +528,6 @@ def write_new_star(path: str | Path, image_names: Sequence[str], pixel_size_A: f
 def _write_fresh(path: str | Path, particles: ParticleSet, rotations: np.ndarray | None,
                  shifts_A: np.ndarray | None, rows: np.ndarray | None,
                  extra: dict[str, np.ndarray], relative_to: Path | None) -> Path:
-    from hetsiren.io.formats import image_names_of
 
     names = image_names_of(particles, relative_to)
     rot = rotations if rotations is not None else particles.rotations

@@ -7,16 +7,19 @@ analysis commands call its methods; the losses live in ``hetsiren.train.losses``
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hetsiren.errors import UserInputError
+from hetsiren.model.network import HetSIRENNet, NetworkConfig
 from hetsiren.model.volume import MaskedVolume
 from hetsiren.physics import SplatPlan
 
-__all__ = ["HetSIREN", "ProjectionPlan"]
+__all__ = ["HetSIREN", "ProjectionPlan", "build_model", "model_from_state"]
 
 
 class HetSIREN(nn.Module):
@@ -90,3 +93,31 @@ class ProjectionPlan(NamedTuple):
 
     decoder: SplatPlan
     static: SplatPlan | None
+
+
+def build_model(network: NetworkConfig, v0: torch.Tensor | None, mask: torch.Tensor | None
+                ) -> HetSIREN:
+    """A new model: networks of ``network`` over the ``(D, D, D)`` mask (inscribed sphere when
+    None), with reference ``(D, D, D)`` V0 (zero when None)."""
+    volume = MaskedVolume(network.box_size, v0=v0, mask=mask)
+    return HetSIREN(HetSIRENNet(network, n_voxels=volume.n_voxels), volume)
+
+
+def model_from_state(network: NetworkConfig, state: dict[str, torch.Tensor],
+                     source: str | Path = "model.pt") -> HetSIREN:
+    """Rebuild the module from a checkpoint's state dict (V0 and the mask are in it).
+
+    Raises :class:`UserInputError` naming ``source`` when the weights do not fit ``network``.
+    """
+    box = network.box_size
+    try:
+        v0 = state["volume.v0_grid"]
+        mask = torch.zeros(box**3, dtype=torch.bool)
+        mask[state["volume.decoder_index"]] = True
+        model = build_model(network, v0, mask.reshape(box, box, box))
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError, IndexError, TypeError) as exc:
+        detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+        raise UserInputError(f"{source}: the weights do not fit the run's configuration "
+                             f"({detail}); is it this run's checkpoint?") from exc
+    return model

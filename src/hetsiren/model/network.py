@@ -23,7 +23,6 @@ from torch import nn
 from hetsiren.errors import UserInputError
 from hetsiren.model.decoder import Activation, Decoder
 from hetsiren.model.encoders import BRANCH_WIDTH, Encoder, EncoderKind
-from hetsiren.model.siren import SIREN_OMEGA0
 
 __all__ = ["HetSIRENNet", "NetworkConfig", "build_network"]
 
@@ -35,32 +34,39 @@ gradients from the first step."""
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Architecture of the HetSIREN networks. Defaults are the paper's where it gives one."""
+    """Architecture of the HetSIREN networks, stored whole in a run's ``config.json``.
+
+    The options ``hetsiren train`` exposes (zdim ... decoupling) have no default here: their
+    defaults, with the paper's values, are ``TrainConfig``'s, and ``TrainConfig.network``
+    builds this record. The rest are fixed architecture constants with the paper's values
+    where it gives one; a run rebuilds from the values it stored, so changing one here does not
+    change an existing checkpoint.
+    """
 
     box_size: int
     """D, side in pixels of the images the network is trained on."""
+    zdim: int
+    """Latent dimension."""
+    encoder: EncoderKind
+    """Encoder architecture: conv (residual, Supplementary Fig. 5) or mlp (3 x 1024)."""
+    hidden_width: int | None
+    """Width of the decoder's hidden layers; None = zdim."""
+    activation: Activation
+    """Decoder activation: siren (meta-sinusoidal layers) or relu (plain MLP)."""
+    omega0: float
+    """ω0 of the decoder's sine layers."""
+    refine_pose: bool
+    """Build the Δangles and Δshifts heads of the experimental encoder."""
+    decoupling: bool
+    """Build the pose- and CTF-decoupling encoders (Eqs. 3-4)."""
     working_size: int = 64  # original code: encoders resample images to 64 x 64
     """Side the encoders resample images to (any D works with the same weights)."""
-    zdim: int = 10  # paper: latent space of 10 dimensions by default
-    """Latent dimension."""
-    encoder: EncoderKind = "conv"  # paper: residual convolutional encoder by default
-    """Encoder architecture: conv (residual, Supplementary Fig. 5) or mlp (3 x 1024)."""
-    hidden_width: int | None = None  # paper: neurons = latent dimension
-    """Width of the decoder's hidden layers; None = zdim."""
     n_hidden: int = 3  # paper: "the number of hidden layers is fixed to three"
     """Residual hidden layers of the decoder (after the input layer)."""
     hyper_width: int | None = None  # paper: hyper-neurons = latent dimension
     """Width of each meta layer's ReLU hypernetwork; None = zdim."""
     n_hyper_layers: int = 1  # original code: one ReLU layer per hypernetwork
     """ReLU layers per hypernetwork (paper: more raise capacity, time and memory)."""
-    omega0: float = SIREN_OMEGA0  # paper / SIREN: ω0 = 30
-    """ω0 of the decoder's sine layers."""
-    activation: Activation = "siren"  # paper; relu for the ablation of Supplementary Fig. 10
-    """Decoder activation: siren (meta-sinusoidal layers) or relu (plain MLP)."""
-    refine_pose: bool = False  # paper: optional Δe and Δs bottlenecks (Supplementary Fig. 4)
-    """Build the Δangles and Δshifts heads of the experimental encoder."""
-    decoupling: bool = False  # paper: decoupling encoders (Supplementary Fig. 6), optional
-    """Build the pose- and CTF-decoupling encoders (Eqs. 3-4)."""
     max_delta_angle: float = math.radians(10.0)  # not in the paper; original is unbounded
     """Bound of each Δangle in radians (tanh-scaled): corrections, not a new search."""
     max_delta_shift_fraction: float = 0.05  # not in the paper; original is unbounded

@@ -28,7 +28,7 @@ from hetsiren.physics.reconstruct import (
     finalize_reconstruction,
     new_accumulators,
     reconstruct,
-    reconstruct_particles,
+    reconstruct_batches,
     shell_regularisation_from_fsc,
 )
 
@@ -46,7 +46,7 @@ __all__ = [
     "fsc",
     "new_accumulators",
     "reconstruct",
-    "reconstruct_particles",
+    "reconstruct_batches",
     "resolution_at",
     "shell_regularisation_from_fsc",
     "apply_ctf",

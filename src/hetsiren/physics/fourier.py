@@ -31,6 +31,7 @@ __all__ = [
     "fourier_shift",
     "lowpass",
     "resample_map",
+    "rfft_to_centered_full",
     "rfft2_frequencies_per_A",
     "shift_phase",
 ]
@@ -73,6 +74,20 @@ def centered_ifftn(x: torch.Tensor, ndim: int) -> torch.Tensor:
     dims = tuple(range(-ndim, 0))
     return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(x, dim=dims), dim=dims),
                               dim=dims)
+
+
+def rfft_to_centered_full(ctf: torch.Tensor) -> torch.Tensor:
+    """``(b, D, D//2+1)`` real, centro-symmetric filter (a CTF) in rfft layout → ``(b, D, D)``
+    full layout with DC at D//2 (the negative-kx half by Friedel symmetry)."""
+    d = ctf.shape[-2]
+    fy = torch.fft.fftfreq(d, device=ctf.device) * d
+    fx = torch.fft.fftshift(fy)  # centred x frequencies as integers
+    col = fx.abs().long()  # |kx| column of the rfft layout
+    rows_pos = torch.fft.fftshift(torch.arange(d, device=ctf.device))  # row of +ky (centred)
+    rows_neg = torch.fft.fftshift((-torch.arange(d, device=ctf.device)) % d)  # row of -ky
+    # C(ky, kx) = C(ky, |kx|) for kx ≥ 0, and C(-ky, -kx) (Friedel) for kx < 0
+    rows = torch.where(fx[None, :] >= 0, rows_pos[:, None], rows_neg[:, None])  # [D, D]
+    return ctf[:, rows, col[None, :].expand(d, d)]
 
 
 def filter_images(images: torch.Tensor, filter_rfft: torch.Tensor) -> torch.Tensor:

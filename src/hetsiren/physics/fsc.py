@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hetsiren.geometry import centered_axis
 from hetsiren.physics.fourier import centered_fftn
 
 __all__ = ["FSCCurve", "fsc", "resolution_at"]
@@ -36,7 +37,7 @@ class FSCCurve:
 
 def _shell_index(d: int, device=None) -> torch.Tensor:
     """``(D, D, D)`` integer shell of each voxel of a centred spectrum."""
-    axis = torch.arange(d, dtype=torch.float64, device=device) - d // 2
+    axis = centered_axis(d, dtype=torch.float64, device=device)
     zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
     return torch.round(torch.sqrt(xx**2 + yy**2 + zz**2)).long()
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hetsiren.geometry import centered_axis
 from hetsiren.physics.fourier import centered_fftn, centered_ifftn
 from hetsiren.physics.fsc import FSCCurve, fsc
 
@@ -63,7 +64,7 @@ falloff is the molecule's shape, not its B-factor."""
 # ------------------------------------------------------------------------------ shells
 def _shells(d: int, device=None) -> torch.Tensor:
     """``(D, D, D)`` shell index of each voxel of a centred spectrum (as :func:`fsc`)."""
-    axis = torch.arange(d, dtype=torch.float64, device=device) - d // 2
+    axis = centered_axis(d, dtype=torch.float64, device=device)
     zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
     return torch.round(torch.sqrt(xx**2 + yy**2 + zz**2)).long()
 
@@ -136,7 +137,7 @@ def sharpen_map(volume: torch.Tensor, pixel_size_A: float, resolution_A: float |
 
 # ------------------------------------------------------------------------------ masks
 def _ball(d: int, radius_px: float, device=None) -> torch.Tensor:
-    axis = torch.arange(d, dtype=torch.float64, device=device) - d // 2
+    axis = centered_axis(d, dtype=torch.float64, device=device)
     zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
     return ((xx**2 + yy**2 + zz**2) <= radius_px**2 + 1e-9).to(torch.float64)
 
@@ -389,7 +390,7 @@ def local_resolution(half1: torch.Tensor, half2: torch.Tensor, pixel_size_A: flo
     inside = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask
                              ).to(h1.device) > 0.5
     # soft spherical window, radius w/2, cosine edge w/4 wide
-    axis = torch.arange(w, dtype=torch.float64, device=h1.device) - w // 2
+    axis = centered_axis(w, dtype=torch.float64, device=h1.device)
     zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
     r = torch.sqrt(xx**2 + yy**2 + zz**2)
     edge = w / 4
@@ -413,7 +414,7 @@ def local_resolution(half1: torch.Tensor, half2: torch.Tensor, pixel_size_A: flo
     wanted = near[cz, cy, cx]
     coarse = torch.zeros(cz.shape, dtype=torch.float64, device=h1.device)
     idx = torch.nonzero(wanted)
-    offs = torch.arange(w, device=h1.device) - w // 2
+    offs = centered_axis(w, dtype=torch.int64, device=h1.device)
     for start in range(0, len(idx), batch):
         sel = idx[start:start + batch]
         zc = cz[sel[:, 0], sel[:, 1], sel[:, 2]] + pad

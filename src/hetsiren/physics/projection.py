@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hetsiren.geometry import centered_axis
 from hetsiren.physics.fourier import fourier_shift
 
 __all__ = ["SplatPlan", "project_points", "project_volume_reference"]
@@ -230,7 +231,7 @@ def project_volume_reference(
         volume = volume.float()
     dtype, device = volume.dtype, volume.device
     d = volume.shape[-1]
-    axis = torch.arange(d, dtype=dtype, device=device) - d // 2
+    axis = centered_axis(d, dtype=dtype, device=device)
     zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
     r = torch.stack([xx, yy, zz], -1).reshape(-1, 3)  # [D³, 3] (x, y, z) image-frame points
     rotations = rotations.to(dtype=dtype, device=device)

@@ -35,6 +35,7 @@ Two weightings (:data:`Weighting`):
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,12 +43,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hetsiren.physics.ctf import compute_ctf
-from hetsiren.physics.fourier import centered_fftn, centered_ifftn, filter_images, fourier_crop
+from hetsiren.errors import check_choice
+from hetsiren.geometry import centered_axis
+from hetsiren.physics.fourier import (
+    centered_fftn,
+    centered_ifftn,
+    filter_images,
+    rfft_to_centered_full,
+)
 from hetsiren.physics.fourier import fourier_shift as _fourier_shift
 from hetsiren.physics.fsc import FSCCurve, fsc
 
 __all__ = [
+    "DEFAULT_BATCH",
     "DEFAULT_OVERSAMPLING",
     "DEFAULT_REGULARISATION",
     "DEFAULT_SSNR_ITERATIONS",
@@ -60,7 +68,7 @@ __all__ = [
     "finalize_reconstruction",
     "new_accumulators",
     "reconstruct",
-    "reconstruct_particles",
+    "reconstruct_batches",
     "shell_regularisation_from_fsc",
 ]
 
@@ -72,7 +80,7 @@ DEFAULT_OVERSAMPLING = 2
 # Wiener constant relative to the mean weight inside the Nyquist sphere: small enough to leave
 # well-sampled frequencies untouched, large enough to damp empty or CTF-zero voxels.
 DEFAULT_REGULARISATION = 1e-2
-_DEFAULT_BATCH = 128
+DEFAULT_BATCH = 128
 
 Weighting = Literal["wiener", "ssnr"]
 """Regularisation of the backprojection: fixed Wiener constant, or per shell from the half-map
@@ -94,27 +102,14 @@ def new_accumulators(box_size: int, oversampling: int = DEFAULT_OVERSAMPLING, de
             torch.zeros(p, p, p, dtype=torch.float64, device=device))
 
 
-def _centered_full_ctf(ctf: torch.Tensor) -> torch.Tensor:
-    """``(b, D, D//2+1)`` rfft-layout CTF → ``(b, D, D)`` full layout, DC at D//2."""
-    d = ctf.shape[-2]
-    fy = torch.fft.fftfreq(d, device=ctf.device) * d
-    fx = torch.fft.fftshift(fy)  # centred x frequencies as integers
-    col = fx.abs().long()  # |kx| column of the rfft layout
-    rows_pos = torch.fft.fftshift(torch.arange(d, device=ctf.device))  # row of +ky (centred)
-    rows_neg = torch.fft.fftshift((-torch.arange(d, device=ctf.device)) % d)  # row of -ky
-    # C(ky, kx) = C(ky, |kx|) for kx ≥ 0, and C(-ky, -kx) (Friedel) for kx < 0
-    rows = torch.where(fx[None, :] >= 0, rows_pos[:, None], rows_neg[:, None])  # [D, D]
-    return ctf[:, rows, col[None, :].expand(d, d)]
-
-
 def _ctf_on_padded_grid(ctf: torch.Tensor, oversampling: int) -> torch.Tensor:
     """``(b, D, D//2+1)`` CTF → ``(b, P, P)`` centred, bilinear in frequency on the P grid."""
-    full = _centered_full_ctf(ctf)  # [b, D, D]
+    full = rfft_to_centered_full(ctf)  # [b, D, D]
     if oversampling == 1:
         return full
     d = full.shape[-1]
     p = oversampling * d
-    k = (torch.arange(p, dtype=full.dtype, device=full.device) - p // 2) / oversampling
+    k = centered_axis(p, dtype=full.dtype, device=full.device) / oversampling
     g = (k + d // 2) * (2.0 / (d - 1)) - 1.0
     gy, gx = torch.meshgrid(g, g, indexing="ij")
     grid = torch.stack([gx, gy], -1).expand(full.shape[0], p, p, 2)
@@ -161,7 +156,7 @@ def backproject(
         images = padded
     spec = centered_fftn(images, 2)  # [b, P, P], DC at P//2
 
-    axis = torch.arange(p, dtype=work, device=device) - p // 2
+    axis = centered_axis(p, dtype=work, device=device)
     ky, kx = torch.meshgrid(axis, axis, indexing="ij")
     inside = (kx**2 + ky**2) <= (p // 2) ** 2  # up to Nyquist
     kx, ky = kx[inside], ky[inside]  # [m]
@@ -198,7 +193,7 @@ def _gridding_correction(d: int, p: int, dtype, device) -> torch.Tensor:
     −1.7%), while sinc² (radial or per axis, the dense-sampling limit of trilinear gridding)
     over-corrects the edges (+1.6%, up to +19% without oversampling) and lowers the FSC.
     """
-    a = torch.arange(d, dtype=dtype, device=device) - d // 2
+    a = centered_axis(d, dtype=dtype, device=device)
     r = torch.sqrt(a[:, None, None] ** 2 + a[None, :, None] ** 2 + a[None, None, :] ** 2)
     return torch.sinc(r / p)
 
@@ -206,7 +201,7 @@ def _gridding_correction(d: int, p: int, dtype, device) -> torch.Tensor:
 def _padded_shells(p: int, oversampling: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """``(P, P, P)`` shell k (of the D = P/o map) of each voxel of the centred P grid, and the
     ``(P, P, P)`` mask of the voxels inside the Nyquist sphere."""
-    axis = torch.arange(p, device=device, dtype=torch.float64) - p // 2
+    axis = centered_axis(p, device=device, dtype=torch.float64)
     zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
     r = torch.sqrt(xx**2 + yy**2 + zz**2)
     return torch.round(r / oversampling).long(), r <= p // 2
@@ -381,7 +376,7 @@ def reconstruct(
     ctf: torch.Tensor | None = None,
     oversampling: int = DEFAULT_OVERSAMPLING,
     regularisation: float = DEFAULT_REGULARISATION,
-    batch_size: int = _DEFAULT_BATCH,
+    batch_size: int = DEFAULT_BATCH,
 ) -> torch.Tensor:
     """Wiener backprojection of in-memory images.
 
@@ -424,127 +419,55 @@ class ReconstructionResult:
     """Where the halves came from: the file's random subsets, or a seeded random split."""
 
 
-def _split_halves(particles, sel: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
-    """``(n,)`` bool (True = second half) for the selected particles, and its source."""
-    subset = getattr(particles, "random_subset", None)
-    if subset is not None:
-        mine = np.asarray(subset)[sel]
-        if (mine == 1).any() and (mine == 2).any():
-            return mine == 2, "file"
-        log.warning("the selected particles all belong to random subset %d of the file: "
-                    "splitting them at random (seed %d) instead", int(mine[0]), seed)
-    second = np.zeros(len(sel), dtype=bool)
-    second[np.random.default_rng(seed).permutation(len(sel))[: len(sel) // 2]] = True
-    return second, "random"
-
-
-def reconstruct_particles(
-    particles,
-    indices: np.ndarray | None = None,
-    box: int | None = None,
+def reconstruct_batches(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
+                            torch.Tensor | None]],
+    box_size: int,
+    pixel_size_A: float,
     half_maps: bool = False,
-    batch_size: int = _DEFAULT_BATCH,
-    device: str | torch.device | None = None,
-    progress: bool = True,
     oversampling: int = DEFAULT_OVERSAMPLING,
     regularisation: float = DEFAULT_REGULARISATION,
     weighting: Weighting = DEFAULT_WEIGHTING,
-    split_seed: int = 0,
 ) -> ReconstructionResult:
-    """Homogeneous reconstruction of a particle set at its poses (and CTF when present).
-
-    Images are read lazily, ``batch_size`` at a time, with ``particles.images.read``. The
-    halves are the file's random subsets (``particles.random_subset``, RELION's
-    ``rlnRandomSubset``) when the selection has particles of both, otherwise a seeded random
-    split into two equal halves.
+    """Homogeneous reconstruction from batches of particles (tensors in).
 
     Args:
-        particles: ``hetsiren.io.ParticleSet`` with images and poses.
-        indices: ``(n,)`` particles to use; all by default.
-        box: reconstruct at this box (images Fourier-cropped); the images' box by default.
-        half_maps: also return the two half maps and their FSC ("ssnr" always builds them).
-        batch_size: images per batch.
-        device: ``"auto"``/None, ``"cpu"``, ``"cuda[:N]"`` or a torch.device.
-        progress: show a progress bar (only when stderr is a terminal).
+        batches: ``(images, rotations, shifts_px, ctf, second)`` per batch: ``(b, D, D)``
+            images, ``(b, 3, 3)`` RELION matrices A, ``(b, 2)`` origins in pixels, ``(b, D,
+            D//2+1)`` CTF or None, and ``(b,)`` bool (True = second half) when half maps are
+            built, else None.
+        box_size: D.
+        pixel_size_A: voxel size in Å (for the FSC's frequencies and the result).
+        half_maps: build the two half maps and their FSC ("ssnr" always builds them).
         oversampling, regularisation: see :func:`backproject`, :func:`finalize_reconstruction`.
         weighting: ``"ssnr"`` (per-shell regularisation from the half-map FSC) or
             ``"wiener"`` (fixed constant), see :func:`finalize_half_maps`.
-        split_seed: seed of the random split when the file has no usable subsets.
 
     Returns:
-        :class:`ReconstructionResult`.
+        :class:`ReconstructionResult` (``split`` left None: the caller knows the halves).
     """
-    import sys
-
-    from tqdm import tqdm
-
-    from hetsiren.devices import resolve_device
-    from hetsiren.errors import UserInputError
-
-    if weighting not in ("wiener", "ssnr"):
-        raise ValueError(f"weighting {weighting!r}: expected 'wiener' or 'ssnr'")
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    if particles.images is None:
-        raise UserInputError("the particle file has no images to reconstruct from")
-    if particles.rotations is None:
-        raise UserInputError("the particle file has no poses (angles): cannot reconstruct")
-    pixel_sizes = np.asarray(particles.pixel_size_A, dtype=np.float64).reshape(-1)
-    if np.ptp(pixel_sizes) > 1e-3 * pixel_sizes.max():
-        raise UserInputError(
-            f"particles have different pixel sizes ({pixel_sizes.min():g}–"
-            f"{pixel_sizes.max():g} Å): reconstruct one optics group at a time")
-    d_in = int(particles.box_size)
-    d = d_in if box is None else int(box)
-    if d > d_in or d < 4:
-        raise UserInputError(f"--box {d}: expected 4 ≤ box ≤ the images' box {d_in}")
-    pixel_A = float(pixel_sizes[0]) * d_in / d
-    sel = np.arange(particles.n_particles) if indices is None else np.asarray(indices)
+    check_choice("weighting", weighting, Weighting)
+    d = box_size
     two_halves = half_maps or weighting == "ssnr"
-    if len(sel) < (2 if two_halves else 1):
-        raise UserInputError(f"{len(sel)} particle(s) selected: half maps need at least 2")
-    shifts_A = (np.zeros((particles.n_particles, 2)) if particles.shifts_A is None
-                else np.asarray(particles.shifts_A, dtype=np.float64))
-    rotations = np.asarray(particles.rotations, dtype=np.float64)
-    second, split = _split_halves(particles, sel, split_seed) if two_halves else (None, None)
-
-    accs = [new_accumulators(d, oversampling, dev) for _ in range(2 if two_halves else 1)]
-    bar = tqdm(total=len(sel), desc="backprojecting", unit="img",
-               disable=not (progress and sys.stderr.isatty()), leave=False)
-    for start in range(0, len(sel), batch_size):
-        chunk = sel[start:start + batch_size]
-        order = np.argsort(chunk, kind="stable")  # read in file order, then restore
-        raw = np.empty((len(chunk), d_in, d_in), dtype=np.float32)
-        raw[order] = particles.images.read(chunk[order])
-        imgs = torch.from_numpy(raw).to(dev)
-        if d != d_in:
-            imgs = fourier_crop(imgs, d)
-        rot = torch.from_numpy(rotations[chunk]).to(dev)
-        shifts = torch.from_numpy(shifts_A[chunk] / pixel_A).to(dev)
-        ctf = None
-        if particles.ctf is not None:
-            sub = particles.ctf.subset(chunk)
-            params = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)).to(dev)
-                      for k, v in vars(sub).items()}
-            ctf = compute_ctf(**params, box_size=d, pixel_size_A=pixel_A).float()
-        if second is not None:
-            half = second[start:start + len(chunk)]
-            for h, m in ((0, ~half), (1, half)):
+    accs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for imgs, rot, shifts, ctf, second in batches:
+        if not accs:
+            accs = [new_accumulators(d, oversampling, imgs.device)
+                    for _ in range(2 if two_halves else 1)]
+        if two_halves:
+            if second is None:
+                raise ValueError("half maps need each batch's half assignment")
+            for h, m in ((0, ~second), (1, second)):
                 if m.any():
-                    mt = torch.from_numpy(m).to(dev)
-                    backproject(imgs[mt], rot[mt], shifts[mt], None if ctf is None else ctf[mt],
+                    backproject(imgs[m], rot[m], shifts[m], None if ctf is None else ctf[m],
                                 oversampling, out=accs[h])
         else:
             backproject(imgs, rot, shifts, ctf, oversampling, out=accs[0])
-        bar.update(len(chunk))
-    bar.close()
-
-    if second is None:
+    if not accs:
+        raise ValueError("no particles to reconstruct")
+    if not two_halves:
         vol = finalize_reconstruction(*accs[0], d, regularisation)
-        return ReconstructionResult(vol.cpu().numpy(), None, None, None, pixel_A, weighting)
-    halves = finalize_half_maps(accs[0], accs[1], d, pixel_A, weighting, regularisation)
-    log.info("reconstructed %d particles (%s weighting, halves of %d and %d from the %s split)",
-             len(sel), weighting, int((~second).sum()), int(second.sum()),
-             "file's" if split == "file" else "random")
+        return ReconstructionResult(vol.cpu().numpy(), None, None, None, pixel_size_A, weighting)
+    halves = finalize_half_maps(accs[0], accs[1], d, pixel_size_A, weighting, regularisation)
     return ReconstructionResult(halves.full.cpu().numpy(), halves.half1.cpu().numpy(),
-                                halves.half2.cpu().numpy(), halves.fsc, pixel_A, weighting,
-                                split)
+                                halves.half2.cpu().numpy(), halves.fsc, pixel_size_A, weighting)

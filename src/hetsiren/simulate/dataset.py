@@ -32,6 +32,7 @@ from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
 from hetsiren.errors import UserInputError
+from hetsiren.geometry import shifts_px_to_A
 from hetsiren.io import MrcStackWriter, read_rotations, write_map, write_new_star
 from hetsiren.io.particles import CTFParams
 from hetsiren.outputs import check_outputs, honour_umask
@@ -95,14 +96,13 @@ def _draw_rotations(rng: np.random.Generator, spec: SimulationSpec, n: int) -> n
 
 
 def _clean_images(volume: np.ndarray, rotations: np.ndarray, shifts_px: np.ndarray,
-                  ctf: CTFParams | None, spec: SimulationSpec) -> torch.Tensor:
+                  ctf: dict[str, torch.Tensor] | None, spec: SimulationSpec) -> torch.Tensor:
     vol = torch.from_numpy(volume)
     images = project_volume_reference(vol, torch.from_numpy(rotations).float(),
                                       torch.from_numpy(shifts_px).float())
     if ctf is None:
         return images
-    params = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in asdict(ctf).items()}
-    return apply_ctf(images, compute_ctf(**params, box_size=volume.shape[-1],
+    return apply_ctf(images, compute_ctf(**ctf, box_size=volume.shape[-1],
                                          pixel_size_A=spec.pixel_size_A))
 
 
@@ -152,7 +152,7 @@ def simulate_dataset(
         for k in np.unique(volume_of_particle[probe]):
             sel = probe[volume_of_particle[probe] == k]
             imgs = _clean_images(volume_for(int(k)), rotations[sel], shifts_px[sel],
-                                 None if ctf is None else ctf.subset(sel), spec)
+                                 None if ctf is None else ctf.to_tensors(sel), spec)
             signal_var += float(imgs.var(dim=(-1, -2)).sum())
         noise_std = float(np.sqrt(signal_var / len(probe) / spec.snr))
 
@@ -174,7 +174,7 @@ def simulate_dataset(
             for start in range(0, len(members), _BATCH):
                 sel = members[start:start + _BATCH]
                 clean = _clean_images(volume, rotations[sel], shifts_px[sel],
-                                      None if ctf is None else ctf.subset(sel), spec)
+                                      None if ctf is None else ctf.to_tensors(sel), spec)
                 noise = torch.randn(clean.shape, generator=noise_gen) * noise_std
                 images[sel] = (clean + noise).numpy()
                 bar.update(len(sel))
@@ -188,7 +188,7 @@ def simulate_dataset(
         names = [f"{i + 1:06d}@particles.mrcs" for i in range(n)]
         write_new_star(staging / "particles.star", image_names=names,
                        pixel_size_A=spec.pixel_size_A, box_size=box, rotations=rotations,
-                       shifts_A=shifts_px * spec.pixel_size_A, ctf=ctf)
+                       shifts_A=shifts_px_to_A(shifts_px, spec.pixel_size_A), ctf=ctf)
         maps_dir = staging / "truth_maps"
         maps_dir.mkdir()
         map_files = []
@@ -196,7 +196,7 @@ def simulate_dataset(
             write_map(maps_dir / f"state_{i:02d}.mrc", m, spec.pixel_size_A)
             map_files.append(f"truth_maps/state_{i:02d}.mrc")
         np.savez(staging / "truth.npz", rotations=rotations,
-                 shifts_A=shifts_px * spec.pixel_size_A,
+                 shifts_A=shifts_px_to_A(shifts_px, spec.pixel_size_A),
                  defocus_u_A=ctf.defocus_u_A if ctf else np.zeros(n),
                  defocus_v_A=ctf.defocus_v_A if ctf else np.zeros(n),
                  noise_std=noise_std, snr=spec.snr, **truth)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from hetsiren.errors import UserInputError
-from hetsiren.geometry import box_center
+from hetsiren.geometry import A_to_px, box_center
 
 __all__ = ["density_from_points", "read_atomic_models"]
 
@@ -39,7 +39,7 @@ def density_from_points(
         resolution_A: resolution of the blur (σ = 0.187 × resolution).
     """
     d = box_size
-    pos = np.asarray(points_A, dtype=np.float64) / pixel_size_A + box_center(d)  # voxel units
+    pos = A_to_px(np.asarray(points_A, dtype=np.float64), pixel_size_A) + box_center(d)
     lo = np.floor(pos).astype(np.int64)
     frac = pos - lo
     grid = np.zeros(d**3, dtype=np.float64)
@@ -50,7 +50,7 @@ def density_from_points(
         inside = np.all((idx >= 0) & (idx < d), axis=1)
         flat = (idx[inside, 2] * d + idx[inside, 1]) * d + idx[inside, 0]
         np.add.at(grid, flat, w[inside])
-    sigma_px = _SIGMA_PER_RESOLUTION * resolution_A / pixel_size_A
+    sigma_px = A_to_px(_SIGMA_PER_RESOLUTION * resolution_A, pixel_size_A)
     return gaussian_filter(grid.reshape(d, d, d), sigma_px, mode="constant").astype(np.float32)
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
-import json
 import math
+import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from hetsiren.errors import UserInputError
+from hetsiren.errors import UserInputError, check_choice
+from hetsiren.model.decoder import Activation
+from hetsiren.model.encoders import EncoderKind
+from hetsiren.model.network import NetworkConfig
 
 __all__ = ["PAPER_DEFAULTS", "REF_AUTO", "RESUME_FIXED", "RESUME_FREE", "TrainConfig", "field_help",
            "resume_changes"]
@@ -33,8 +35,6 @@ RESUME_FIXED = ("zdim", "box", "encoder", "hidden_width", "activation", "refine_
 """Options a resumed run can never change: they shape the weights, or are already inside the
 checkpoint (V0 and the mask) or its preprocessing (box, pixel size)."""
 
-EncoderKind = Literal["conv", "mlp"]
-Activation = Literal["siren", "relu"]
 CTFMode = Literal["apply", "wiener", "none"]
 DataLoss = Literal["mse", "corr"]
 
@@ -142,6 +142,16 @@ class TrainConfig:
     def decoder_width(self) -> int:
         return self.hidden_width or self.zdim
 
+    def network(self, box: int, **fixed: Any) -> NetworkConfig:
+        """The architecture these options build at a training box of ``box`` px; ``fixed``
+        overrides NetworkConfig's constants (a run recorded before config.json stored them
+        passes the values it was built with)."""
+        return NetworkConfig(
+            box_size=box, zdim=self.zdim, encoder=self.encoder, hidden_width=self.decoder_width,
+            activation=self.activation, omega0=self.omega0, refine_pose=self.refine_pose,
+            decoupling=self.pose_decoupling > 0 or self.ctf_decoupling > 0, **fixed,
+        ).validate()
+
     def validate(self) -> TrainConfig:
         """Reject impossible combinations with a message the user can act on."""
 
@@ -174,6 +184,10 @@ class TrainConfig:
                      "focus_stats_weight", "pose_decoupling", "ctf_decoupling"):
             if getattr(self, name) < 0:
                 bad(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            if typing.get_origin(hints[f.name]) is Literal:
+                check_choice(_option(f.name), getattr(self, f.name), hints[f.name])
         if self.ctf_decoupling > 0 and self.ctf_mode == "none":
             bad("--ctf-decoupling needs a CTF: use --ctf-mode apply, or --ctf-decoupling 0")
         return self
@@ -189,15 +203,6 @@ class TrainConfig:
         if "multires" in values:
             values["multires"] = tuple(values["multires"])
         return cls(**values)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserInputError(f"{path}: cannot read run configuration ({exc})") from exc
-        return cls.from_dict(data.get("config", data))
 
 
 def _option(name: str) -> str:

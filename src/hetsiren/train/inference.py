@@ -11,35 +11,34 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hetsiren.data import Batch, Preprocessing, iterate_batches
+from hetsiren.data import (
+    PIXEL_SIZE_RTOL,
+    Batch,
+    Preprocessing,
+    batch_ctf,
+    common_pixel_size_A,
+    iterate_batches,
+)
 from hetsiren.devices import resolve_device
-from hetsiren.errors import UserInputError
+from hetsiren.errors import UserInputError, check_choice
 from hetsiren.geometry import mirror_handedness
 from hetsiren.io import input_files, read_particles, write_map
 from hetsiren.io.particles import ParticleSet
-from hetsiren.model import HetSIRENNet, NetworkConfig
 from hetsiren.model.forward import HetSIREN
-from hetsiren.model.volume import MaskedVolume
 from hetsiren.outputs import check_outputs
-from hetsiren.physics import compute_ctf, resample_map, wiener_filter
-from hetsiren.rundir import (
-    MODEL,
-    load_checkpoint,
-    load_snapshot_decoder,
-    read_run_config,
-    run_inputs,
-    write_npy,
-)
-from hetsiren.train.config import TrainConfig
+from hetsiren.physics import resample_map, wiener_filter
+from hetsiren.rundir import MODEL, open_run, run_inputs, write_npy
+from hetsiren.train.config import CTFMode, TrainConfig
 
 __all__ = [
-    "MapOutput", "build_model", "check_new_output", "ctf_of", "decode_latent", "decode_to_files",
-    "encode_file", "encode_particles", "finish_map", "load_run", "model_from_state",
+    "CTFRoles", "MapOutput", "check_new_output", "ctf_roles", "decode_latent",
+    "decode_to_files", "encode_file", "encode_particles", "finish_map",
     "progress_enabled", "read_latent_points",
 ]
 
@@ -50,51 +49,29 @@ def progress_enabled(progress: bool | None) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# building the model
+# the CTF modes (Supplementary Fig. 4)
 # --------------------------------------------------------------------------------------------
-def network_config(cfg: TrainConfig, box: int) -> NetworkConfig:
-    return NetworkConfig(
-        box_size=box,
-        zdim=cfg.zdim,
-        encoder=cfg.encoder,
-        hidden_width=cfg.decoder_width,
-        activation=cfg.activation,
-        omega0=cfg.omega0,
-        refine_pose=cfg.refine_pose,
-        decoupling=cfg.pose_decoupling > 0 or cfg.ctf_decoupling > 0,
-    ).validate()
+class CTFRoles(NamedTuple):
+    """What a CTF mode makes of one batch."""
+
+    target: torch.Tensor
+    """``(b, d, d)`` what the encoders see and the data term compares with: the images, or
+    their Wiener-filtered version (wiener)."""
+    ctf: torch.Tensor | None
+    """``(b, d, d//2+1)`` the CTF applied to the clean projections (apply), or None."""
 
 
-def build_model(cfg: TrainConfig, box: int, v0: torch.Tensor | None,
-                 mask: torch.Tensor | None) -> HetSIREN:
-    volume = MaskedVolume(box, v0=v0, mask=mask)
-    net = HetSIRENNet(network_config(cfg, box), n_voxels=volume.n_voxels)
-    return HetSIREN(net, volume)
-
-
-def model_from_state(cfg: TrainConfig, box: int, state: dict, source: str | Path = "model.pt"
-                     ) -> HetSIREN:
-    """Rebuild the module from a checkpoint's state dict (V0 and mask are in it).
-
-    Raises :class:`UserInputError` naming ``source`` when the weights do not fit ``cfg``.
-    """
-    try:
-        v0 = state["volume.v0_grid"]
-        mask = torch.zeros(box**3, dtype=torch.bool)
-        mask[state["volume.decoder_index"]] = True
-        model = build_model(cfg, box, v0, mask.reshape(box, box, box))
-        model.load_state_dict(state)
-    except (KeyError, RuntimeError, IndexError, TypeError) as exc:
-        detail = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
-        raise UserInputError(f"{source}: the weights do not fit the run's configuration "
-                             f"({detail}); is it this run's checkpoint?") from exc
-    return model
-
-
-def ctf_of(batch: Batch, prep: Preprocessing, cfg: TrainConfig) -> torch.Tensor | None:
-    if cfg.ctf_mode == "none" or batch.ctf is None:
-        return None
-    return compute_ctf(**batch.ctf, box_size=prep.box, pixel_size_A=prep.pixel_size_A)
+def ctf_roles(batch: Batch, prep: Preprocessing, mode: CTFMode) -> CTFRoles:
+    """The one rule of the CTF modes: ``apply`` corrupts the projections with the CTF,
+    ``wiener`` Wiener-filters the images instead, ``none`` (or no CTF in the file) uses
+    neither."""
+    check_choice("--ctf-mode", mode, CTFMode)
+    ctf = None if mode == "none" else batch_ctf(batch, prep)
+    if ctf is None:
+        return CTFRoles(batch.images, None)
+    if mode == "wiener":
+        return CTFRoles(wiener_filter(batch.images, ctf), None)
+    return CTFRoles(batch.images, ctf)
 
 
 @torch.no_grad()
@@ -113,10 +90,7 @@ def encode_particles(model: HetSIREN, particles: ParticleSet, prep: Preprocessin
     bar = tqdm(total=n, desc="encoding", unit="img", disable=not progress_enabled(progress),
                leave=False)
     for batch in iterate_batches(particles, prep, np.arange(n), batch_size, device):
-        ctf = ctf_of(batch, prep, cfg)
-        images = batch.images if (ctf is None or cfg.ctf_mode != "wiener") else wiener_filter(
-            batch.images, ctf)
-        z, de, ds = model.net.encode(images)
+        z, de, ds = model.net.encode(ctf_roles(batch, prep, cfg.ctf_mode).target)
         zs.append(z.float().cpu())
         des.append(de.float().cpu())
         dss.append(ds.float().cpu())
@@ -124,25 +98,6 @@ def encode_particles(model: HetSIREN, particles: ParticleSet, prep: Preprocessin
     bar.close()
     return (torch.cat(zs).numpy().astype(np.float32), torch.cat(des).numpy(),
             torch.cat(dss).numpy())
-
-
-def load_run(run_dir: str | Path, device: str = "auto", epoch: int | None = None
-             ) -> tuple[TrainConfig, Preprocessing, HetSIREN, torch.device]:
-    """Rebuild a trained model from its run directory; with ``epoch``, its decoder as it was
-    after that epoch (``RUN/snapshots``)."""
-    record = read_run_config(run_dir)
-    cfg = TrainConfig.from_dict(record["config"])
-    prep = Preprocessing(**record["preprocessing"])
-    dev = resolve_device(device)
-    state = load_checkpoint(run_dir, map_location="cpu")
-    model = model_from_state(cfg, prep.box, state["model"], Path(run_dir) / MODEL)
-    if epoch is not None:
-        unexpected = model.load_state_dict(load_snapshot_decoder(run_dir, epoch),
-                                           strict=False).unexpected_keys
-        if unexpected:
-            raise UserInputError(f"{run_dir}: the epoch-{epoch} snapshot does not fit this "
-                                 f"run's model ({unexpected[0]})")
-    return cfg, prep, model.to(dev).eval(), dev
 
 
 @torch.no_grad()
@@ -166,7 +121,11 @@ def encode_file(run_dir: str | Path, particles_path: str | Path, datadir: str | 
     """
     if batch_size < 1:
         raise UserInputError(f"--batch-size {batch_size}: expected a positive integer")
-    cfg, prep, model, dev = load_run(run_dir, device)
+    run = open_run(run_dir)
+    dev = resolve_device(device)
+    model = run.model(dev)
+    prep = run.preprocessing
+    cfg = run.train
     particles = read_particles(particles_path, datadir=datadir, pixel_size_A=pixel_size_A,
                                require_images=True)
     if particles.images is None:
@@ -177,10 +136,11 @@ def encode_file(run_dir: str | Path, particles_path: str | Path, datadir: str | 
         raise UserInputError(
             f"{particles_path}: images are {particles.box_size} px but {run_dir} was trained "
             f"on {prep.box_in} px images; re-extract or train a new run")
-    if not np.allclose(particles.pixel_size_A, prep.pixel_size_in_A, rtol=1e-3):
+    pixel_size_A = common_pixel_size_A(particles)
+    if not np.isclose(pixel_size_A, prep.pixel_size_in_A, rtol=PIXEL_SIZE_RTOL, atol=0):
         raise UserInputError(
-            f"{particles_path}: pixel size {float(particles.pixel_size_A[0]):.4g} Å differs "
-            f"from the training data's {prep.pixel_size_in_A:.4g} Å")
+            f"{particles_path}: pixel size {pixel_size_A:.4g} Å differs from the training "
+            f"data's {prep.pixel_size_in_A:.4g} Å")
     z, _, _ = encode_particles(model, particles, prep, cfg, dev, batch_size=batch_size)
     bad = ~np.isfinite(z).all(axis=1)
     if bad.any():
@@ -271,7 +231,10 @@ def decode_to_files(run_dir: str | Path, z: np.ndarray, out_dir: str | Path,
     paths = [out_dir / f"{prefix}_{i:03d}.mrc" for i in range(len(z))]
     check_outputs(files=paths, inputs=[*run_inputs(run_dir), *inputs], folders=[out_dir])
     check_new_output(paths, overwrite)
-    _, prep, model, dev = load_run(run_dir, device)
+    run = open_run(run_dir)
+    dev = resolve_device(device)
+    model = run.model(dev)
+    prep = run.preprocessing
     maps = decode_latent(model, z, dev)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, volume in zip(paths, maps, strict=True):

@@ -12,7 +12,9 @@ from typing import NamedTuple
 
 import torch
 
+from hetsiren.errors import check_choice
 from hetsiren.model.volume import MaskedVolume, pad_values
+from hetsiren.train.config import DataLoss
 
 __all__ = [
     "correlation_loss",
@@ -43,16 +45,19 @@ def correlation_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return (1 - corr).mean()
 
 
-def image_loss(pred, target, mask, kind: str) -> torch.Tensor:
+def image_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: DataLoss
+               ) -> torch.Tensor:
     """Data term by name: ``"mse"`` (default, Eq. 5) or ``"corr"``."""
-    return mse_loss(pred, target, mask) if kind == "mse" else correlation_loss(pred, target, mask)
+    if check_choice("data loss", kind, DataLoss) == "mse":
+        return mse_loss(pred, target, mask)
+    return correlation_loss(pred, target, mask)
 
 
 def multires_image_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
     factors: tuple[int, ...],
-    kind: str,
+    kind: DataLoss,
     downsample: Callable[[torch.Tensor, int], torch.Tensor],
     masks: dict[int, torch.Tensor],
 ) -> torch.Tensor:

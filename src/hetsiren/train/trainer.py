@@ -7,7 +7,6 @@ uninterrupted run exactly, and an interruption loses at most the current epoch.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -24,53 +23,47 @@ from hetsiren.data import (
     estimate_preprocessing,
     iterate_batches,
     load_batch,
+    reconstruct_particles,
 )
 from hetsiren.devices import resolve_device, tune_cpu_allocator
 from hetsiren.errors import UserInputError
+from hetsiren.geometry import shifts_A_to_px, shifts_px_to_A, sphere_mask
 from hetsiren.io import input_files, read_map, read_particles, write_cs, write_star
 from hetsiren.io.indices import read_indices
 from hetsiren.io.particles import ParticleSet
 from hetsiren.model import refine_pose
-from hetsiren.model.forward import HetSIREN
+from hetsiren.model.forward import HetSIREN, build_model, model_from_state
 from hetsiren.outputs import check_outputs
 from hetsiren.physics import (
     Weighting,
     apply_ctf,
     downsample,
-    reconstruct_particles,
     resample_map,
-    wiener_filter,
 )
 from hetsiren.rundir import (
     CONFIG,
-    LATENT,
-    LOG,
     MODEL,
     POSES,
     RUN_FILES,
     SUBSET,
     RunLock,
-    atomic_write,
+    RunRecord,
+    append_log,
+    clear_run_files,
     load_checkpoint,
-    read_run_config,
+    read_record,
     read_training_log,
     remove_stale_temporaries,
-    run_record,
     save_checkpoint,
     save_snapshot,
-    write_json,
-    write_npy,
+    truncate_log,
+    write_latent,
+    write_record,
 )
 from hetsiren.train import losses as L
 from hetsiren.train.config import REF_AUTO, TrainConfig, resume_changes
 from hetsiren.train.health import training_health
-from hetsiren.train.inference import (
-    build_model,
-    ctf_of,
-    encode_particles,
-    model_from_state,
-    progress_enabled,
-)
+from hetsiren.train.inference import ctf_roles, encode_particles, progress_enabled
 
 __all__ = ["TrainResult", "TrainingDiverged", "train"]
 
@@ -162,12 +155,8 @@ def _fit_reference_scale(model: HetSIREN, particles: ParticleSet, prep: Preproce
 def _compare_pair(clean: torch.Tensor, batch: Batch, prep: Preprocessing, cfg: TrainConfig
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(prediction, target) for the data term under the CTF mode (Supplementary Fig. 4)."""
-    ctf = ctf_of(batch, prep, cfg)
-    if ctf is None:
-        return clean, batch.images
-    if cfg.ctf_mode == "apply":
-        return apply_ctf(clean, ctf), batch.images
-    return clean, wiener_filter(batch.images, ctf)
+    target, ctf = ctf_roles(batch, prep, cfg.ctf_mode)
+    return (clean if ctf is None else apply_ctf(clean, ctf)), target
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -176,8 +165,8 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 
 
 def _circle(box: int, device) -> torch.Tensor:
-    axis = torch.arange(box, device=device) - box // 2
-    return (axis[None, :] ** 2 + axis[:, None] ** 2 <= (box // 2) ** 2).float()
+    """``(box, box)`` float disc of radius box // 2 about the centre: the loss's mask."""
+    return sphere_mask(box, radius_px=box // 2, ndim=2).float().to(device)
 
 
 class _Step:
@@ -192,10 +181,7 @@ class _Step:
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         cfg, model, net = self.cfg, self.model, self.model.net
-        ctf = ctf_of(batch, self.prep, cfg)
-        images = batch.images
-        target = images if (ctf is None or cfg.ctf_mode != "wiener") else wiener_filter(images,
-                                                                                          ctf)
+        target, ctf = ctf_roles(batch, self.prep, cfg.ctf_mode)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             z, d_euler, d_shift = net.encode(target)
         z = _full(z)
@@ -207,7 +193,7 @@ class _Step:
         plan = model.projection_plan(rotations, shifts)
         clean = model.project(values, plan)
         b = len(batch.indices)
-        apply = ctf is not None and cfg.ctf_mode == "apply"
+        apply = ctf is not None
         # shuffles drawn in this order (pose, then CTF) so that a seed gives the same run
         pose_perm = (torch.randperm(b, generator=generator).to(self.device)
                      if cfg.pose_decoupling > 0 else None)
@@ -216,7 +202,7 @@ class _Step:
         if ctf_perm is not None:
             # the data term's CTF and the shuffled one of Eq. 4 share one FFT of the clean images
             pred, pred_perm = apply_ctf(clean, torch.stack([ctf, ctf[ctf_perm]])).unbind(0)
-        elif apply:
+        elif ctf is not None:
             pred = apply_ctf(clean, ctf)
         else:
             pred = clean
@@ -253,17 +239,6 @@ class _Step:
 # --------------------------------------------------------------------------------------------
 # train
 # --------------------------------------------------------------------------------------------
-def _truncate_log(run_dir: Path, last_epoch: int) -> None:
-    """Drop log lines of epochs after the checkpoint (an interruption between the log line and
-    the checkpoint would otherwise leave a duplicate epoch after resuming), and a line cut by
-    an interruption."""
-    if not (run_dir / LOG).is_file():
-        return
-    lines = [json.dumps(e) for e in read_training_log(run_dir)
-             if e.get("epoch", 0) <= last_epoch]
-    atomic_write(run_dir / LOG, lambda p: p.write_text("".join(f"{line}\n" for line in lines)))
-
-
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
     """Adam's step size in ``epoch`` (0-based): cosine decay from ``lr`` to
     ``lr_final_fraction · lr`` over the run (1 = constant, the paper's schedule). Late
@@ -390,6 +365,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         return _train_locked(cfg, run_dir, particles, resume, progress, allow_changes)
 
 
+def _read_own_record(run_dir: Path) -> RunRecord:
+    """The record of the run in ``run_dir``, or an error saying the folder is someone else's."""
+    try:
+        return read_record(run_dir)
+    except UserInputError as exc:
+        raise UserInputError(f"{exc}; this folder belongs to something else: use another -o"
+                             ) from exc
+
+
 def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resume: bool,
                   progress: bool | None, allow_changes: tuple[str, ...]) -> TrainResult:
     has_record, has_checkpoint = (run_dir / CONFIG).is_file(), (run_dir / MODEL).is_file()
@@ -398,13 +382,9 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
                              "--resume")
     if not resume and has_checkpoint:
         raise UserInputError(f"{run_dir} already holds a run: use --resume, or another -o")
-    record = read_run_config(run_dir) if has_record else None
-    if record is not None and not (isinstance(record, dict) and "hetsiren_version" in record
-                                   and isinstance(record.get("config"), dict)):
-        raise UserInputError(f"{run_dir / CONFIG}: not a hetsiren run record; this folder "
-                             "belongs to something else: use another -o")
+    record = _read_own_record(run_dir) if has_record else None
     if resume:
-        stored = TrainConfig.from_dict(record["config"])
+        stored = record.train
         changes = resume_changes(stored, cfg, allow_changes)
         cfg = replace(cfg, extra=stored.extra)
     if has_record and not has_checkpoint:
@@ -412,8 +392,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
                     "%s starts it again from scratch%s", run_dir, CONFIG, MODEL,
                     "--resume" if resume else "this run",
                     " with its stored options" if resume else ", with this command's options")
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+        clear_run_files(run_dir)
         cfg = replace(cfg, extra={})
         resume = False
     device = resolve_device(cfg.device)
@@ -423,13 +402,13 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
 
     start_epoch = 0
     if resume:
-        prep = Preprocessing(**record["preprocessing"])
+        prep = record.preprocessing
         trained_on = cfg.extra.get("n_particles")
         if trained_on is not None and trained_on != particles.n_particles:
             raise UserInputError(f"{cfg.particles}: {particles.n_particles} particles, but "
                                  f"{run_dir} was trained on {trained_on}")
         state = load_checkpoint(run_dir, map_location="cpu")
-        model = model_from_state(cfg, prep.box, state["model"], run_dir / MODEL).to(device)
+        model = model_from_state(record.network, state["model"], run_dir / MODEL).to(device)
         optimizer = _adam(model, cfg)
         try:
             optimizer.load_state_dict(state["optimizer"])
@@ -441,12 +420,9 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
             raise UserInputError(f"--epochs {cfg.epochs}: {run_dir} has already trained "
                                  f"{start_epoch} epochs; give --epochs {start_epoch} or more "
                                  "to continue it")
-        _truncate_log(run_dir, start_epoch)
+        truncate_log(run_dir, start_epoch)
         if changes:
-            history = record.get("resumed", []) + [{
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "after_epoch": start_epoch,
-                "changes": {k: list(v) for k, v in changes.items()}}]
-            write_json(run_dir / CONFIG, {**record, "config": cfg.to_dict(), "resumed": history})
+            write_record(run_dir, record.resumed_with(cfg, start_epoch, changes))
         log.info("resuming %s after epoch %d of %d", run_dir, start_epoch, cfg.epochs)
     else:
         prep = estimate_preprocessing(particles, cfg.box, seed=cfg.seed)
@@ -456,7 +432,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
         else:
             v0 = _read_input_map(cfg.ref, prep, "reference map") if cfg.ref else None
         mask = _read_mask(cfg.mask, prep) if cfg.mask else None
-        model = build_model(cfg, prep.box, v0, mask).to(device)
+        network = cfg.network(prep.box)
+        model = build_model(network, v0, mask).to(device)
         extra = {**cfg.extra, "n_particles": particles.n_particles}
         if v0 is not None:
             scale = _fit_reference_scale(model, particles, prep, cfg, device)
@@ -466,11 +443,11 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
                     f"(fitted scale {scale:.3g}); is the map's or the particles' contrast "
                     "inverted, or the poses from another refinement?")
             log.info("reference scaled by %.4g to match the images", scale)
-            model = build_model(cfg, prep.box, v0 * scale, mask).to(device)
+            model = build_model(network, v0 * scale, mask).to(device)
             extra["reference_scale"] = scale
         cfg = replace(cfg, extra=extra)
         optimizer = _adam(model, cfg)
-        write_json(run_dir / CONFIG, run_record(cfg.to_dict(), prep.to_dict()))
+        write_record(run_dir, RunRecord.new(cfg, network, prep))
 
     step = _Step(model, cfg, prep, device)
     n = particles.n_particles
@@ -511,8 +488,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
         warning = training_health(history)
         if warning:
             entry["health"] = warning
-        with open(run_dir / LOG, "a") as fh:  # before the checkpoint: see _truncate_log
-            fh.write(json.dumps(entry) + "\n")
+        append_log(run_dir, entry)  # before the checkpoint: see rundir.truncate_log
         save_checkpoint(run_dir, model, optimizer, epoch + 1)
         if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0 and epoch + 1 < cfg.epochs:
             save_snapshot(run_dir, epoch + 1, encode_particles(
@@ -528,7 +504,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
 
     z, d_euler, d_shift = encode_particles(model, particles, prep, cfg, device,
                                            progress=progress)
-    write_npy(run_dir / LATENT, z)
+    write_latent(run_dir, z)
     if cfg.snapshot_every:
         save_snapshot(run_dir, cfg.epochs, z, model)
     if cfg.refine_pose:
@@ -541,7 +517,7 @@ def _write_refined_poses(run_dir: Path, particles: ParticleSet, prep: Preprocess
                          d_euler: np.ndarray, d_shift_px: np.ndarray) -> None:
     rotations, shifts_px = refine_pose(
         torch.from_numpy(particles.rotations),
-        torch.from_numpy(particles.shifts_A / prep.pixel_size_A),
+        torch.from_numpy(shifts_A_to_px(particles.shifts_A, prep.pixel_size_A)),
         torch.from_numpy(d_euler).double(), torch.from_numpy(d_shift_px).double())
     write_star(run_dir / POSES, particles, rotations=rotations.numpy(),
-               shifts_A=shifts_px.numpy() * prep.pixel_size_A)
+               shifts_A=shifts_px_to_A(shifts_px.numpy(), prep.pixel_size_A))
