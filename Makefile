@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# CI (.ci/run): lint, type check, then the test suite (tests/test_architecture.py holds the
+# import-circle, layer and owner-module checks).
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-all: $(STAMP)
@@ -28,6 +32,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) demo_run

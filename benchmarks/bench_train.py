@@ -195,16 +195,16 @@ def profile(args: argparse.Namespace) -> None:
     from torch.profiler import profile as torch_profile
 
     from hetsiren.data import Batch, Preprocessing
+    from hetsiren.model.forward import build_model
     from hetsiren.train import trainer
     from hetsiren.train.config import TrainConfig
-    from hetsiren.train.inference import build_model
 
     torch.set_num_threads(1)
     for box in map(int, args.boxes.split(",")):
         b = 16
         cfg = TrainConfig(particles="-")
         prep = Preprocessing(box_in=box, box=box, pixel_size_in_A=160 / box, noise_std=1.0)
-        model = build_model(cfg, box, None, None)
+        model = build_model(cfg.network(box), None, None)
         step = trainer._Step(model, cfg, prep, torch.device("cpu"))
         opt = trainer._adam(model, cfg)
         rng = np.random.default_rng(0)

@@ -117,7 +117,7 @@ def pc_map_name(pc: int, i: int) -> str:
     return f"pc{pc}/pc{pc}_{i:02d}.mrc"
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` then move the result onto ``path`` in one rename."""
     with atomic_path(path) as tmp:
         write(tmp)
@@ -467,10 +467,11 @@ class RunRecord:
         return dataclasses.replace(self, train=train, resumed=(*self.resumed, entry))
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"hetsiren_version": self.version, "created": self.created,
-                "command_line": list(self.command_line), "config": self.train.to_dict(),
-                "network": dataclasses.asdict(self.network),
-                "preprocessing": self.preprocessing.to_dict()}
+        data: dict[str, Any] = {
+            "hetsiren_version": self.version, "created": self.created,
+            "command_line": list(self.command_line), "config": self.train.to_dict(),
+            "network": dataclasses.asdict(self.network),
+            "preprocessing": self.preprocessing.to_dict()}
         if self.resumed:
             data["resumed"] = list(self.resumed)
         return data

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetsiren.rundir import LATENT, run_record, write_json, write_npy
+from hetsiren.rundir import LATENT, write_json, write_npy
 
 ZDIM = 4
 K = 3
@@ -37,7 +37,10 @@ def make_run(run_dir: Path, particles: Path | str, z: np.ndarray,
     config = {"particles": str(particles), "datadir": None, "pixel_size_A": None,
               "zdim": int(z.shape[1]), "epochs": epochs_logged}
     prep = {"box_in": 32, "box": 32, "pixel_size_in_A": 5.0, "noise_std": 1.0}
-    write_json(run_dir / "config.json", run_record(config, prep))
+    # a hand-made record, partial as an old one: no network, few options
+    write_json(run_dir / "config.json", {"hetsiren_version": "0.1.0", "created": "?",
+                                         "command_line": [], "config": config,
+                                         "preprocessing": prep})
     write_npy(run_dir / LATENT, z.astype(np.float32))
     lines = [json.dumps({"epoch": e + 1, "total": 1.0 / (e + 1), "data": 0.8 / (e + 1),
                          "l1": 0.1, "time_s": 1.0}) for e in range(epochs_logged)]

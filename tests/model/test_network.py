@@ -59,12 +59,18 @@ def test_decoder_shapes_and_small_initial_delta(activation):
     assert len(dec.hidden) == 3
 
 
+def _config(**kw) -> NetworkConfig:
+    """A NetworkConfig with TrainConfig's choices spelled out (they have no default there)."""
+    base = dict(box_size=32, zdim=3, encoder="conv", hidden_width=None, activation="siren",
+                omega0=30.0, refine_pose=False, decoupling=False)
+    return NetworkConfig(**{**base, **kw})
+
+
 @pytest.mark.parametrize("encoder", ["conv", "mlp"])
 @pytest.mark.parametrize("box", [32, 48])
 def test_network_encodes_any_box_and_bounds_pose_corrections(encoder, box):
     torch.manual_seed(0)
-    cfg = NetworkConfig(box_size=box, zdim=4, encoder=encoder, refine_pose=True,
-                        decoupling=True)
+    cfg = _config(box_size=box, zdim=4, encoder=encoder, refine_pose=True, decoupling=True)
     net = build_network(cfg, n_voxels=100)
     images = torch.randn(3, box, box) * 50
     z, d_euler, d_shift = net.encode(images)
@@ -77,7 +83,7 @@ def test_network_encodes_any_box_and_bounds_pose_corrections(encoder, box):
 
 
 def test_without_pose_refinement_corrections_are_zero():
-    net = build_network(NetworkConfig(box_size=32, zdim=3), n_voxels=10)
+    net = build_network(_config(box_size=32, zdim=3), n_voxels=10)
     _, d_euler, d_shift = net.encode(torch.randn(2, 32, 32))
     assert torch.count_nonzero(d_euler) == 0 and torch.count_nonzero(d_shift) == 0
     with pytest.raises(RuntimeError):
@@ -88,7 +94,7 @@ def test_without_pose_refinement_corrections_are_zero():
                                  {"omega0": 0.0}, {"activation": "relu", "hyper_width": 4}])
 def test_network_config_rejects_impossible_values(bad):
     with pytest.raises(UserInputError):
-        NetworkConfig(box_size=32, **bad).validate()
+        _config(**bad).validate()
 
 
 def test_correction_is_identity_at_zero_and_reaches_all_three_axes():

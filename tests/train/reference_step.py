@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
+from hetsiren.data import batch_ctf
 from hetsiren.model import refine_pose
 from hetsiren.physics import apply_ctf, downsample, wiener_filter
 from hetsiren.train import losses as L
-from hetsiren.train.inference import ctf_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "physics"))
 from reference_losses import l1_loss, negativity_loss, tv_losses  # noqa: E402
@@ -32,7 +32,7 @@ def _project(model, values, rotations, shifts):
 def reference_step(step, batch, generator) -> dict[str, torch.Tensor]:
     """``step``: a ``trainer._Step`` (its model, config, preprocessing and masks)."""
     cfg, model, net = step.cfg, step.model, step.model.net
-    ctf = ctf_of(batch, step.prep, cfg)
+    ctf = None if cfg.ctf_mode == "none" else batch_ctf(batch, step.prep)
     images = batch.images
     target = images if (ctf is None or cfg.ctf_mode != "wiener") else wiener_filter(images, ctf)
     z, d_euler, d_shift = net.encode(target)

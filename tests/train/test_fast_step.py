@@ -20,7 +20,6 @@ from hetsiren.model.forward import HetSIREN
 from hetsiren.model.volume import MaskedVolume
 from hetsiren.train import trainer
 from hetsiren.train.config import TrainConfig
-from hetsiren.train.inference import network_config
 
 BOX = 20
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -52,7 +51,7 @@ def _model(cfg: TrainConfig, focused: bool, device):
         mask[4:14, 6:16, 3:12] = True
     # encoders at their smallest working size: the step's arithmetic is what is compared
     volume = MaskedVolume(BOX, v0=v0, mask=mask)
-    net = HetSIRENNet(replace(network_config(cfg, BOX), working_size=16), volume.n_voxels)
+    net = HetSIRENNet(replace(cfg.network(BOX), working_size=16), volume.n_voxels)
     return HetSIREN(net, volume).double().to(device)
 
 

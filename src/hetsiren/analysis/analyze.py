@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import logging
 import time
@@ -185,21 +186,22 @@ def _decode_series(run_dir: Path, points: np.ndarray, paths: list[Path], device:
                     f"{run_dir}: the map decoded for {paths[i].name} contains NaN or Inf; the "
                     "model has probably diverged (see log.jsonl). Analyse the latent alone with "
                     "--no-decode, or retrain with a lower --lr")
-            atomic_write(paths[i], lambda p, v=volume: write_map(p, v, pixel_A))
+            atomic_write(paths[i],
+                         functools.partial(write_map, volume=volume, voxel_size_A=pixel_A))
             level = contour_level(volume)
             surface = None
             if surfaces is not None:
                 surface = render_surface(volume, level)
                 surfaces.mkdir(parents=True, exist_ok=True)
                 atomic_write(surfaces / f"{paths[i].stem}.png",
-                             lambda p, b=surface: p.write_bytes(b))
+                             functools.partial(Path.write_bytes, data=surface))
             out.append(DecodedMap(path=paths[i], z=np.asarray(points[i], dtype=np.float32),
                                   level=level, thumbnail_png=map_thumbnail(volume),
                                   surface_png=surface))
     return out
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
 
@@ -253,7 +255,7 @@ def _write_clusters_table(path: Path, clustering: Clustering, maps: list[Path | 
         writer.writerow([i, int(clustering.populations[i]),
                          f"{clustering.populations[i] / n:.6f}",
                          int(clustering.representatives[i]),
-                         "" if maps[i] is None else maps[i].as_posix()])
+                         "" if (m := maps[i]) is None else m.as_posix()])
     text = buf.getvalue()
     return atomic_write(path, lambda p: p.write_text(text))
 

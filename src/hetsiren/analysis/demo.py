@@ -40,7 +40,7 @@ DEMO_STATES = 3
 @dataclass
 class DemoResult:
     out_dir: Path
-    report: Path
+    report: Path | None
     metrics: dict[str, Any]
 
 

@@ -195,6 +195,7 @@ def sample_pc(pca: LatentPCA, z: np.ndarray, pc: int, percentiles: tuple[float, 
     if n_samples < 2:
         raise UserInputError(f"--n-samples must be >= 2, got {n_samples}")
     coord = pca.transform(z)[:, pc - 1]
-    t = np.linspace(*np.percentile(coord, [lo, hi]), n_samples)
+    low, high = np.percentile(coord, [lo, hi])
+    t = np.linspace(float(low), float(high), n_samples)
     points = pca.mean + t[:, None] * pca.components[pc - 1]
     return points.astype(np.float32), t

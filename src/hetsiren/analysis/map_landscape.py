@@ -30,6 +30,7 @@ Writes ``RUN/analysis/landscape/`` (``analysis.EEE/landscape`` for a snapshot)::
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -190,15 +191,15 @@ def analyze_map_landscape(run_dir: str | Path, n_points: int = 500, states: int 
         mean = np.tensordot(weights / weights.sum(), maps[members], axes=1).astype(np.float32)
         path = out / "states" / f"state_{s:02d}.mrc"
         path.parent.mkdir(exist_ok=True)
-        atomic_write(path, lambda p, v=mean: write_map(p, v, pixel_A))
+        atomic_write(path, functools.partial(write_map, volume=mean, voxel_size_A=pixel_A))
         state_maps.append((path, contour_level(mean)))
         rows = np.flatnonzero(particle_states == s)
-        files[f"state_{s:02d}"] = atomic_write(
-            out / f"state_{s:02d}.txt",
-            lambda p, r=rows, k=s: p.write_text(
-                f"# particles in map-space state {k} (0-based rows of the run's particle "
-                f"file); hetsiren export RUN --indices {p.name} -o state_{k:02d}.star\n"
-                + "\n".join(map(str, r.tolist())) + "\n"))
+        name = f"state_{s:02d}.txt"
+        text = (f"# particles in map-space state {s} (0-based rows of the run's particle "
+                f"file); hetsiren export RUN --indices {name} -o state_{s:02d}.star\n"
+                + "\n".join(map(str, rows.tolist())) + "\n")
+        files[f"state_{s:02d}"] = atomic_write(out / name,
+                                               functools.partial(Path.write_text, data=text))
     mean_map = np.zeros((box,) * 3, dtype=np.float32)
     mean_map[inside] = pca.mean_
     series = [MapSeries("states", [p for p, _ in state_maps],
@@ -206,7 +207,8 @@ def analyze_map_landscape(run_dir: str | Path, n_points: int = 500, states: int 
                         colours=cluster_colours(states))]
     pc_t = {}
     for pc in range(1, pcs + 1):
-        t = np.linspace(*np.percentile(coords[:, pc - 1], [5, 95]), n_samples)
+        low, high = np.percentile(coords[:, pc - 1], [5, 95])
+        t = np.linspace(float(low), float(high), n_samples)
         pc_t[pc] = t.tolist()
         paths, levels = [], []
         for i, ti in enumerate(t):
@@ -214,7 +216,7 @@ def analyze_map_landscape(run_dir: str | Path, n_points: int = 500, states: int 
             volume[inside] += ti * pca.components_[pc - 1]
             path = out / f"pc{pc}" / f"pc{pc}_{i:02d}.mrc"
             path.parent.mkdir(exist_ok=True)
-            atomic_write(path, lambda p, v=volume: write_map(p, v, pixel_A))
+            atomic_write(path, functools.partial(write_map, volume=volume, voxel_size_A=pixel_A))
             paths.append(path)
             levels.append(contour_level(volume))
         series.append(MapSeries(f"pc{pc}", paths, float(np.median(levels)), trajectory=True))

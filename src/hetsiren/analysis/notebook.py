@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from hetsiren.rundir import NOTEBOOK, atomic_write
 
@@ -28,12 +29,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.path import Path as Polygon
 
-from hetsiren.rundir import load_latent
 from hetsiren.analysis.select import (Region, export_subset, load_labels, load_pca,
                                       select_clusters, select_region)
+from hetsiren.rundir import open_run
 
 RUN = Path("..").resolve()          # the training run this analysis belongs to
-z = load_latent(RUN)                # (N, zdim), row i = particle i of the run's particle file
+run = open_run(RUN)                 # its record (run.record) and files
+z = run.latent()                    # (N, zdim), row i = particle i of the run's particle file
 labels = load_labels(RUN, z)        # KMeans cluster of every particle (from `hetsiren analyze`)
 pca = load_pca(RUN, z)
 xy = pca.transform(z)[:, :2]
@@ -92,8 +94,8 @@ print(f"wrote {len(result.rows)} of {result.n_particles} particles to {result.pa
 
 
 def _cell(kind: str, source: str, index: int) -> dict:
-    cell = {"cell_type": kind, "id": f"cell-{index:02d}", "metadata": {},
-            "source": source.splitlines(keepends=True)}
+    cell: dict[str, Any] = {"cell_type": kind, "id": f"cell-{index:02d}", "metadata": {},
+                            "source": source.splitlines(keepends=True)}
     if kind == "code":
         cell.update(execution_count=None, outputs=[])
     return cell

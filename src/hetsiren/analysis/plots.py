@@ -265,7 +265,7 @@ def plot_histograms(values: dict[str, np.ndarray], path: str | Path, xlabel: str
     for i, (label, v) in enumerate(zip(values, finite, strict=True)):
         if not v.size:
             continue
-        ax.hist(v, bins=edges, weights=np.full(v.size, 1.0 / v.size), alpha=0.55,
+        ax.hist(v, bins=edges.tolist(), weights=np.full(v.size, 1.0 / v.size), alpha=0.55,
                 color=f"C{i}", label=f"{label} (median {np.median(v):.2f})")
         ax.axvline(float(np.median(v)), color=f"C{i}", lw=1.0, ls="--")
     ax.set_xlabel(xlabel)

@@ -84,9 +84,8 @@ def _report_data(run_dir: Path, record: RunRecord, result: AnalysisResult, z: np
         "map": maps[i].path.relative_to(result.out_dir).as_posix() if maps else None,
         "thumb": _data_uri(maps[i].thumbnail_png) if maps else None,
     } for i in range(clustering.k)]
-    surfaces = [{"id": i, "colour": colours[i], "level": maps[i].level,
-                 "png": _data_uri(maps[i].surface_png)}
-                for i in range(len(maps)) if maps[i].surface_png is not None]
+    surfaces = [{"id": i, "colour": colours[i], "level": m.level, "png": _data_uri(png)}
+                for i, m in enumerate(maps) if (png := m.surface_png) is not None]
     trajectories = [{
         "pc": pc, "t": _round(result.pc_coords[pc]),
         "maps": [m.path.relative_to(result.out_dir).as_posix() for m in pc_maps],
@@ -134,7 +133,8 @@ _MARKER = re.compile(r"%%([A-Z]+)%%")
 @functools.cache
 def _template(name: str) -> str:
     """A file of the package's ``analysis/templates`` (package data)."""
-    return resources.files("hetsiren.analysis").joinpath("templates", name).read_text("utf-8")
+    folder = resources.files("hetsiren.analysis") / "templates"
+    return (folder / name).read_text("utf-8")
 
 
 def fill_template(template: str, values: dict[str, str]) -> str:

@@ -211,8 +211,10 @@ def select_region(region: Region, z: np.ndarray, run_dir: str | Path) -> np.ndar
             raise UserInputError(f"{path}: has {len(coords)} rows, the latent {len(z)}")
     if region.polygon is not None:
         inside = PolygonPath(region.polygon).contains_points(coords)
-    else:
-        inside = np.all((coords >= region.lower) & (coords <= region.upper), axis=1)
+    else:  # read_region gives a box both bounds (open ones as ±inf)
+        lower = np.full(len(region.axes), -np.inf) if region.lower is None else region.lower
+        upper = np.full(len(region.axes), np.inf) if region.upper is None else region.upper
+        inside = np.all((coords >= lower) & (coords <= upper), axis=1)
     return np.flatnonzero(inside)
 
 

@@ -20,6 +20,7 @@ Writes, in the output folder::
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,10 +103,10 @@ def graph_path(z: np.ndarray, start: int, end: int, knn: int = 10,
         raise UserInputError(
             f"particles {start} and {end} are in parts of the landscape that the {knn}-"
             "nearest-neighbour graph does not connect; pass a larger --knn")
-    path = [end]
-    while path[-1] != start:
-        path.append(int(pred[path[-1]]))
-    path = np.asarray(path[::-1], dtype=np.int64)
+    hops = [end]
+    while hops[-1] != start:
+        hops.append(int(pred[hops[-1]]))
+    path = np.asarray(hops[::-1], dtype=np.int64)
     along = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(z[path], axis=0), axis=1))]
     if n is not None and n < len(path):
         if n < 2:
@@ -177,7 +178,7 @@ def write_trajectory(run_dir: str | Path, trajectory: Trajectory, out_dir: str |
     levels = []
     for path, volume in zip(paths, maps, strict=True):
         volume, pixel_A = finish_map(volume, prep, output or MapOutput())
-        atomic_write(path, lambda p, v=volume, a=pixel_A: write_map(p, v, a))
+        atomic_write(path, functools.partial(write_map, volume=volume, voxel_size_A=pixel_A))
         levels.append(contour_level(volume))
     record = {"kind": trajectory.kind, "n": n, "length": trajectory.length,
               "z": trajectory.z.tolist(), "maps": [p.name for p in paths], "epoch": epoch}

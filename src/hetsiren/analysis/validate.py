@@ -163,11 +163,15 @@ def validate_point(run_dir: str | Path, point: np.ndarray, out_dir: str | Path,
     recon = reconstruct_particles(particles, indices=np.sort(rows), box=prep.box,
                                   half_maps=True, device=dev, weighting="ssnr",
                                   progress=progress is not False)
+    if recon.half1 is None or recon.half2 is None or recon.fsc is None:
+        raise RuntimeError("the ssnr reconstruction returned no half maps")
     pixel_A = prep.pixel_size_A
     box = decoded.shape[-1]
     window = _window(box)
     pp = postprocess_maps(recon.half1, recon.half2, pixel_A, out_dir,
                           PostprocessConfig(local_window_px=window), write=False)
+    if pp.local_resolution is None:
+        raise RuntimeError("postprocessing with a local window returned no local resolution")
     dec = torch.from_numpy(np.asarray(decoded, dtype=np.float64))
     ref = torch.from_numpy(np.asarray(recon.map, dtype=np.float64))
     mask = torch.from_numpy(pp.mask.astype(np.float64))
@@ -248,6 +252,8 @@ def validate_run(run_dir: str | Path, cluster: int | None = None, z_file: str | 
         order = nearest_particles(z[members], point, min(n_particles, len(members)))
         rows, name = members[order], f"cluster_{cluster:02d}"
     else:
+        if z_file is None:
+            raise UserInputError("choose the latent point with --cluster or --z")
         point = read_latent_points(z_file, z.shape[1])[0]
         rows, name = nearest_particles(z, point, n_particles), Path(z_file).stem
     log.info("validating %s with the %d nearest particles", name, len(rows))

@@ -82,7 +82,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {output} ({result.map.shape[0]}³ voxels, {result.pixel_size_A:.4g} Å/voxel)")
     if args.half_maps:
         for n, half in ((1, result.half1), (2, result.half2)):
-            write_map(_half_path(output, n), half, result.pixel_size_A)
+            if half is not None:  # asked for: reconstruct_particles built them
+                write_map(_half_path(output, n), half, result.pixel_size_A)
         print(f"wrote {_half_path(output, 1)} and {_half_path(output, 2)}")
     if result.fsc is not None:
         res_0143 = resolution_at(result.fsc, 0.143)

@@ -110,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
     elif maps:
         out = simulate_discrete(args.output, maps, spec, args.populations, map_names=names)
     else:
-        kind = "continuous" if args.path else args.phantom
-        out = simulate_phantom(args.output, kind, args.box, spec, args.populations)
+        out = simulate_phantom(args.output, "continuous" if args.path else args.phantom,
+                               args.box, spec, args.populations)
     print(f"wrote {args.n} particles to {out}/particles.star (truth in {out}/truth.npz)")
     return 0

@@ -72,7 +72,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
             kwargs.update(choices=list(args))
         elif typing.get_origin(hint) is tuple:
             kwargs.update(type=int, nargs="+")
-            default = " ".join(map(str, default))
+            default = " ".join(map(str, default or ()))
         else:
             kwargs.update(type=next((a for a in args if a is not type(None)), hint) if args
                           else hint)

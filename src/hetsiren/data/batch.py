@@ -148,6 +148,8 @@ def load_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
             reconstruction backprojects).
     """
     indices = np.asarray(indices)
+    if particles.images is None:
+        raise UserInputError("the particle file has no images")
     raw = particles.images.read(indices)
     images = (_crop_and_centre(raw, prep.box, _background_mask(prep.box)) / prep.noise_std
               if normalise else _crop(raw, prep.box))

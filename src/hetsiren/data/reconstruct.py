@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import torch
@@ -31,7 +32,8 @@ __all__ = ["reconstruct_particles"]
 log = logging.getLogger(__name__)
 
 
-def _split_halves(particles: ParticleSet, sel: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+def _split_halves(particles: ParticleSet, sel: np.ndarray, seed: int
+                  ) -> tuple[np.ndarray, Literal["file", "random"]]:
     """``(n,)`` bool (True = second half) for the selected particles, and its source."""
     subset = particles.random_subset
     if subset is not None:
@@ -94,7 +96,10 @@ def reconstruct_particles(
     two_halves = half_maps or weighting == "ssnr"
     if len(sel) < (2 if two_halves else 1):
         raise UserInputError(f"{len(sel)} particle(s) selected: half maps need at least 2")
-    second, split = _split_halves(particles, sel, split_seed) if two_halves else (None, None)
+    second: np.ndarray | None = None
+    split: Literal["file", "random"] | None = None
+    if two_halves:
+        second, split = _split_halves(particles, sel, split_seed)
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                     torch.Tensor | None, torch.Tensor | None]]:

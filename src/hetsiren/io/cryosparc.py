@@ -42,6 +42,11 @@ _CTF_REQUIRED = ("ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad", "ctf/accel_kv", "
 _NEEDED = ("blob/path", "blob/idx", "blob/psize_A", *_CTF_REQUIRED, "alignments3D/pose")
 
 
+def _fields(arr: np.ndarray) -> tuple[str, ...]:
+    """The field names of a structured array (``_load`` refuses arrays without)."""
+    return arr.dtype.names or ()
+
+
 def _load(path: Path) -> np.ndarray:
     if not path.is_file():
         raise UserInputError(f"{path}: file not found")
@@ -58,10 +63,10 @@ def _load(path: Path) -> np.ndarray:
 
 def _merge_passthrough(path: Path, arr: np.ndarray, pt_path: Path) -> np.ndarray:
     pt = _load(pt_path)
-    extra = [n for n in pt.dtype.names if n not in arr.dtype.names]
+    extra = [n for n in _fields(pt) if n not in _fields(arr)]
     if not extra:
         return arr
-    if "uid" not in arr.dtype.names or "uid" not in pt.dtype.names:
+    if "uid" not in _fields(arr) or "uid" not in _fields(pt):
         raise UserInputError(f"{path}: cannot merge {pt_path}: field uid missing")
     order = np.argsort(pt["uid"])
     pos = np.searchsorted(pt["uid"], arr["uid"], sorter=order)
@@ -74,7 +79,7 @@ def _merge_passthrough(path: Path, arr: np.ndarray, pt_path: Path) -> np.ndarray
     src = pt[order[pos]]
     merged = np.empty(len(arr), dtype=arr.dtype.descr + [d for d in pt.dtype.descr
                                                          if d[0] in extra])
-    for name in arr.dtype.names:
+    for name in _fields(arr):
         merged[name] = arr[name]
     for name in extra:
         merged[name] = src[name]
@@ -102,13 +107,13 @@ def read_cs_particles(path: str | Path, datadir: str | Path | None = None,
     if n == 0:
         raise UserInputError(f"{path}: no particles")
     pt_path = Path(passthrough) if passthrough is not None else None
-    if pt_path is None and any(f not in arr.dtype.names for f in _NEEDED):
+    if pt_path is None and any(f not in _fields(arr) for f in _NEEDED):
         candidates = [p for p in sorted(path.parent.glob("*passthrough*.cs")) if p != path]
         if len(candidates) == 1:
             pt_path = candidates[0]
     if pt_path is not None:
         arr = _merge_passthrough(path, arr, pt_path)
-    names = arr.dtype.names
+    names = _fields(arr)
 
     for required in ("blob/path", "blob/idx"):
         if required not in names:
@@ -217,7 +222,7 @@ def _with_stack_paths(arr: np.ndarray, encoded: np.ndarray) -> np.ndarray:
     descr = [(name, width) if name == "blob/path" else (name, *rest)
              for name, *rest in arr.dtype.descr if name]
     out = np.empty(len(arr), dtype=descr)
-    for name in arr.dtype.names:
+    for name in _fields(arr):
         out[name] = encoded if name == "blob/path" else arr[name]
     return out
 

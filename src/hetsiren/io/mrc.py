@@ -12,9 +12,11 @@ import os
 import sys
 import warnings
 from collections import OrderedDict
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import mrcfile
 import numpy as np
@@ -160,19 +162,19 @@ class MrcStackWriter:
         self.pixel_size_A = float(pixel_size_A)
         self.n_images_expected = n_images
         self.n_written = 0
-        self._atomic = None
+        self._atomic: AbstractContextManager[Path] | None = None
         self._tmp: Path | None = None
-        self._fh = None
+        self._fh: BinaryIO | None = None
         self._min = np.inf
         self._max = -np.inf
         self._sum = 0.0
         self._sumsq = 0.0
 
     def __enter__(self) -> MrcStackWriter:
-        self._atomic = atomic_path(self.path)
-        self._tmp = self._atomic.__enter__()
-        self._fh = open(self._tmp, "wb")
-        self._fh.write(b"\0" * _HEADER_BYTES)
+        self._atomic = atomic = atomic_path(self.path)
+        self._tmp = tmp = atomic.__enter__()
+        self._fh = fh = open(tmp, "wb")
+        fh.write(b"\0" * _HEADER_BYTES)
         return self
 
     def write(self, images: np.ndarray) -> None:
@@ -197,7 +199,10 @@ class MrcStackWriter:
 
     def _header_bytes(self) -> bytes:
         # mrcfile fills in a standard header; a sparse scratch file costs no disk space.
-        scratch = self._tmp.with_name(self._tmp.name + ".hdr")
+        tmp = self._tmp
+        if tmp is None:
+            raise RuntimeError("MrcStackWriter used outside its with block")
+        scratch = tmp.with_name(tmp.name + ".hdr")
         try:
             with mrcfile.new_mmap(scratch, shape=(self.n_written, self.box_size, self.box_size),
                                   mrc_mode=2, overwrite=True) as mrc:
@@ -218,6 +223,9 @@ class MrcStackWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        fh, atomic = self._fh, self._atomic
+        if fh is None or atomic is None:
+            raise RuntimeError("MrcStackWriter used outside its with block")
         try:
             if exc_type is None:
                 if self.n_written == 0:
@@ -226,16 +234,16 @@ class MrcStackWriter:
                         and self.n_written != self.n_images_expected):
                     raise ValueError(f"{self.path}: expected {self.n_images_expected} images, "
                                      f"{self.n_written} were written")
-                self._fh.seek(0)
-                self._fh.write(self._header_bytes())
-            self._fh.close()
+                fh.seek(0)
+                fh.write(self._header_bytes())
+            fh.close()
             self._fh = None
         except BaseException:
             if self._fh is not None:
-                self._fh.close()
-            self._atomic.__exit__(*sys.exc_info())
+                fh.close()
+            atomic.__exit__(*sys.exc_info())
             raise
-        self._atomic.__exit__(exc_type, exc, tb)
+        atomic.__exit__(exc_type, exc, tb)
 
 
 class MrcImageSource:

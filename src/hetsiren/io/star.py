@@ -264,7 +264,7 @@ def read_star_particles(path: str | Path, datadir: str | Path | None = None,
     particles: pd.DataFrame = blocks[pblock]
     optics: pd.DataFrame | None = blocks[oblock] if oblock else None
     _check_row_lengths(path, pblock, particles)
-    if optics is not None:
+    if oblock and optics is not None:
         _check_row_lengths(path, oblock, optics)
     n = len(particles)
     if n == 0:

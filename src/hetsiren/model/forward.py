@@ -25,7 +25,7 @@ __all__ = ["HetSIREN", "ProjectionPlan", "build_model", "model_from_state"]
 class HetSIREN(nn.Module):
     """Encoder(s) → z → decoder → V = V0 + ΔV → projection at the particle's pose."""
 
-    def __init__(self, net: nn.Module, volume: MaskedVolume):
+    def __init__(self, net: HetSIRENNet, volume: MaskedVolume):
         super().__init__()
         self.net = net
         self.volume = volume

@@ -35,6 +35,16 @@ class MaskedVolume(nn.Module):
         v0_grid: ``(D, D, D)`` the whole reference map.
     """
 
+    decoder_index: torch.Tensor
+    coords_px: torch.Tensor
+    v0: torch.Tensor
+    static_coords_px: torch.Tensor
+    static_values: torch.Tensor
+    neighbour_pos: torch.Tensor
+    neighbour_v0: torch.Tensor
+    v0_grid: torch.Tensor
+    ref_stats: torch.Tensor
+
     def __init__(self, box_size: int, v0: torch.Tensor | None = None,
                  mask: torch.Tensor | None = None):
         """

@@ -154,6 +154,8 @@ class _Splat(torch.autograd.Function):
         d, dp = plan.box_size, plan.canvas
         grad_values = torch.empty_like(values) if need_values else None
         grad_pose = torch.zeros_like(plan.pose) if need_pose else None
+        fill_values = grad_values if grad_values is not None else values.new_empty(0)
+        fill_pose = grad_pose if grad_pose is not None else values.new_empty(0)
         for k, (s, e) in enumerate(plan.chunks):
             index, fx, fy = plan.corners(k)
             padded = grad_images.new_zeros(e - s, dp, dp)
@@ -167,7 +169,7 @@ class _Splat(torch.autograd.Function):
             low = torch.addcmul(g00, fx, d_low)
             rise = torch.addcmul(g01, fx, d_high).sub_(low)
             if need_values:
-                grad_values[s:e] = torch.addcmul(low, fy, rise)
+                fill_values[s:e] = torch.addcmul(low, fy, rise)
             if need_pose:
                 v = values[s:e]
                 gx = torch.addcmul(d_low, fy, d_high.sub_(d_low)).mul_(v)
@@ -176,7 +178,7 @@ class _Splat(torch.autograd.Function):
                 pos = torch.matmul(plan.pose[s:e].detach(), plan.coords_h.T)  # [c, 2, n]
                 gxy = torch.stack([gx, gy], 1)
                 gxy = gxy.masked_fill_((pos < -1) | (pos > d), 0)
-                grad_pose[s:e] = torch.matmul(gxy, plan.coords_h)
+                fill_pose[s:e] = torch.matmul(gxy, plan.coords_h)
         return grad_values, grad_pose, None
 
 

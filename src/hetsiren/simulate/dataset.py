@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -195,11 +196,12 @@ def simulate_dataset(
         for i, m in enumerate(truth_maps):
             write_map(maps_dir / f"state_{i:02d}.mrc", m, spec.pixel_size_A)
             map_files.append(f"truth_maps/state_{i:02d}.mrc")
+        arrays: dict[str, Any] = dict(truth)
         np.savez(staging / "truth.npz", rotations=rotations,
                  shifts_A=shifts_px_to_A(shifts_px, spec.pixel_size_A),
                  defocus_u_A=ctf.defocus_u_A if ctf else np.zeros(n),
                  defocus_v_A=ctf.defocus_v_A if ctf else np.zeros(n),
-                 noise_std=noise_std, snr=spec.snr, **truth)
+                 noise_std=noise_std, snr=spec.snr, **arrays)
         (staging / "truth.json").write_text(json.dumps(
             {"spec": asdict(spec), "noise_std": noise_std, "truth_maps": map_files,
              "particles": "particles.star", **describe}, indent=2) + "\n")

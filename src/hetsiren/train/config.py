@@ -251,7 +251,9 @@ def field_help() -> dict[str, str]:
     """
     source = inspect.getsource(TrainConfig)
     lines = source.splitlines()
-    body = ast.parse(source).body[0].body
+    cls = ast.parse(source).body[0]
+    assert isinstance(cls, ast.ClassDef)
+    body = cls.body
     helps: dict[str, str] = {}
     for node, after in zip(body, body[1:] + [None], strict=True):
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):

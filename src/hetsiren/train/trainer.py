@@ -7,11 +7,14 @@ uninterrupted run exactly, and an interruption loses at most the current epoch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -199,7 +202,7 @@ class _Step:
                      if cfg.pose_decoupling > 0 else None)
         ctf_perm = (torch.randperm(b, generator=generator).to(self.device)
                     if apply and cfg.ctf_decoupling > 0 else None)
-        if ctf_perm is not None:
+        if ctf_perm is not None and ctf is not None:
             # the data term's CTF and the shuffled one of Eq. 4 share one FFT of the clean images
             pred, pred_perm = apply_ctf(clean, torch.stack([ctf, ctf[ctf_perm]])).unbind(0)
         elif ctf is not None:
@@ -228,7 +231,7 @@ class _Step:
                 z_c = _full(net.encode_ctf(pred))
                 z_pc = _full(net.encode_ctf(pred_perm))
             out["ctf_decoupling"] = cfg.ctf_decoupling * L.decoupling_loss(z, z_c, z_pc)
-        out["total"] = sum(out.values())
+        out["total"] = functools.reduce(operator.add, out.values())
         # Diagnostic, not a loss: the latent's spread over the batch. A spread that keeps
         # growing while the data term stalls means the decoder sees z as noise (measured with
         # decoupling off on two states: z std 4-3000, gradient norm 1e2-1e9, no landscape).
@@ -312,14 +315,14 @@ def _check_trainable(particles: ParticleSet, cfg: TrainConfig) -> None:
             "already corrected")
 
 
-def _train_on_subset(particles: ParticleSet, cfg: TrainConfig, run_dir: Path
+def _train_on_subset(particles: ParticleSet, cfg: TrainConfig, run_dir: Path, indices: str
                      ) -> tuple[ParticleSet, TrainConfig]:
     """``--indices``: write the chosen rows to ``RUN/particles_subset.*`` (stack paths relative
     to it) and train on that file, so every later command sees the subset as the run's
     particles."""
     if (run_dir / CONFIG).exists():
         raise UserInputError(f"{run_dir} already holds a run: use --resume, or another -o")
-    rows = read_indices(cfg.indices, particles.n_particles)
+    rows = read_indices(indices, particles.n_particles)
     fmt = "cs" if particles.metadata.get("format") == "cs" else "star"
     path = run_dir / f"{SUBSET}.{fmt}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -355,7 +358,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     cfg.validate()
     particles = read_particles(cfg.particles, datadir=cfg.datadir, pixel_size_A=cfg.pixel_size_A)
     if cfg.indices and not resume:
-        particles, cfg = _train_on_subset(particles, cfg, run_dir)
+        particles, cfg = _train_on_subset(particles, cfg, run_dir, cfg.indices)
     _check_trainable(particles, cfg)
     check_outputs(files=[run_dir / name for name in RUN_FILES], folders=[run_dir],
                   inputs=[cfg.particles, cfg.mask, None if cfg.ref == REF_AUTO else cfg.ref,
@@ -384,6 +387,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
         raise UserInputError(f"{run_dir} already holds a run: use --resume, or another -o")
     record = _read_own_record(run_dir) if has_record else None
     if resume:
+        assert record is not None  # resume without a record was refused above
         stored = record.train
         changes = resume_changes(stored, cfg, allow_changes)
         cfg = replace(cfg, extra=stored.extra)
@@ -402,6 +406,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
 
     start_epoch = 0
     if resume:
+        assert record is not None  # resume without a record was refused above
         prep = record.preprocessing
         trained_on = cfg.extra.get("n_particles")
         if trained_on is not None and trained_on != particles.n_particles:
@@ -427,6 +432,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
     else:
         prep = estimate_preprocessing(particles, cfg.box, seed=cfg.seed)
         _check_multires(cfg, prep)
+        v0: torch.Tensor | None
         if cfg.ref == REF_AUTO:
             v0 = _consensus_map(particles, prep, cfg, device, progress)
         else:
@@ -482,8 +488,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
             bar.set_postfix(loss=f"{float(total.detach()):.4g}",
                             z_std=f"{float(losses['z_std']):.3g}")
         seconds = time.perf_counter() - t0
-        entry = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
-                 "seconds": seconds, "images_per_s": n / seconds}
+        entry: dict[str, Any] = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
+                                 "seconds": seconds, "images_per_s": n / seconds}
         history.append(entry)
         warning = training_health(history)
         if warning:
@@ -515,9 +521,13 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
 
 def _write_refined_poses(run_dir: Path, particles: ParticleSet, prep: Preprocessing,
                          d_euler: np.ndarray, d_shift_px: np.ndarray) -> None:
+    if particles.rotations is None:
+        raise UserInputError(f"{particles.metadata.get('path')}: no poses to refine")
+    shifts_A = (np.zeros((particles.n_particles, 2)) if particles.shifts_A is None
+                else particles.shifts_A)
     rotations, shifts_px = refine_pose(
         torch.from_numpy(particles.rotations),
-        torch.from_numpy(shifts_A_to_px(particles.shifts_A, prep.pixel_size_A)),
+        torch.from_numpy(shifts_A_to_px(shifts_A, prep.pixel_size_A)),
         torch.from_numpy(d_euler).double(), torch.from_numpy(d_shift_px).double())
     write_star(run_dir / POSES, particles, rotations=rotations.numpy(),
                shifts_A=shifts_px_to_A(shifts_px.numpy(), prep.pixel_size_A))
