@@ -264,3 +264,26 @@ def test_the_owner_check_catches_a_planted_offender(code, what):
     found = owner_violations({"hetsiren/physics/projection.py": code})
     assert len(found) == 1 and what in found[0]
     assert owner_violations({"hetsiren/physics/projection.py": f'"""{code}"""\n'}) == []
+
+
+def run_file_names_outside_rundir(files: dict[str, str]) -> list[str]:
+    """String constants that are the name of a run-folder file, outside hetsiren/rundir.py."""
+    from hetsiren import rundir
+
+    names = {rundir.CONFIG, rundir.MODEL, rundir.LATENT, rundir.LOG, rundir.POSES, rundir.LOCK,
+             rundir.SNAPSHOTS, rundir.ANALYSIS_DIR, rundir.NOTEBOOK,
+             *(v for v in rundir.ANALYSIS_FILES.values() if "." in v)}
+    found = []
+    for rel, source in files.items():
+        if rel == "hetsiren/rundir.py":
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{rel}:{node.lineno}: {node.value!r}")
+    return found
+
+
+def test_run_file_names_live_in_rundir():
+    assert run_file_names_outside_rundir(_package_files()) == []
+    planted = {"hetsiren/analysis/x.py": 'path = run / "latent.npy"\n'}
+    assert run_file_names_outside_rundir(planted) == ["hetsiren/analysis/x.py:1: 'latent.npy'"]

@@ -29,6 +29,7 @@ from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
 from hetsiren.rundir import (
     CONVERGENCE_DIR,
+    SNAPSHOTS,
     analysis_folder,
     load_snapshot_latent,
     open_run,
@@ -128,12 +129,12 @@ def analyze_convergence(run_dir: str | Path, n_maps: int = 8, device: str = "aut
     epochs = snapshot_epochs(run_dir)
     if len(epochs) < 2:
         raise UserInputError(
-            f"{run_dir / 'snapshots'}: {len(epochs)} snapshot(s); comparing needs at least 2 "
+            f"{run_dir / SNAPSHOTS}: {len(epochs)} snapshot(s); comparing needs at least 2 "
             "(train with --snapshot-every N, N smaller than --epochs)")
     latents = [load_snapshot_latent(run_dir, e) for e in epochs]
     n = len(latents[-1])
     if any(len(z) != n for z in latents):
-        raise UserInputError(f"{run_dir / 'snapshots'}: snapshots hold different numbers of "
+        raise UserInputError(f"{run_dir / SNAPSHOTS}: snapshots hold different numbers of "
                              "particles")
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, _SAMPLE), replace=False))

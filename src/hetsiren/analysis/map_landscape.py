@@ -43,6 +43,7 @@ from hetsiren import __version__
 from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
 from hetsiren.rundir import (
+    ANALYSIS_FILES,
     LANDSCAPE_DIR,
     analysis_folder,
     atomic_write,
@@ -220,10 +221,10 @@ def analyze_map_landscape(run_dir: str | Path, n_points: int = 500, states: int 
             paths.append(path)
             levels.append(contour_level(volume))
         series.append(MapSeries(f"pc{pc}", paths, float(np.median(levels)), trajectory=True))
-    files["chimerax"] = write_chimerax_script(out / "chimerax.cxc", series)
+    files["chimerax"] = write_chimerax_script(out / ANALYSIS_FILES["chimerax"], series)
     files["plot"] = plot_map_landscape(coords, kmeans.populations, centre_states, ratio,
                                        out / "map_landscape.png")
-    write_json(out / "summary.json", {
+    write_json(out / ANALYSIS_FILES["summary"], {
         "hetsiren_version": __version__,
         "parameters": {"n_points": n_points, "states": states, "pcs": pcs,
                        "n_samples": n_samples, "seed": seed, "epoch": epoch,

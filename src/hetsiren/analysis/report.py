@@ -121,7 +121,7 @@ def build_report_html(data: dict[str, Any], config_record: dict[str, Any]) -> st
     warning = (f'<section class="card" id="health-warning" style="border-left:6px solid #c62828">'
                f"<h2>Training did not find a landscape</h2><p>{html.escape(health)}</p>"
                "</section>" if health else "")
-    return fill_template(_template("report.html"), {
+    return fill_template(_template("report_page.html"), {
         "TITLE": title, "HEALTH": warning, "CONFIG": config_text,
         "STYLE": _template("report.css"), "SCRIPT": _template("report.js"), "DATA": payload})
 

@@ -44,5 +44,5 @@ def main(args: argparse.Namespace) -> int:
     print(f"map-space PC1..PC{min(3, len(ratio))} explain "
           + ", ".join(f"{100 * r:.1f}%" for r in ratio[:3])
           + f" of the maps' variance; state populations {result.populations.tolist()}")
-    print(f"written to {result.out_dir} (ChimeraX: open {result.out_dir / 'chimerax.cxc'})")
+    print(f"written to {result.out_dir} (ChimeraX: open {result.files['chimerax']})")
     return 0

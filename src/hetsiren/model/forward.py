@@ -104,7 +104,7 @@ def build_model(network: NetworkConfig, v0: torch.Tensor | None, mask: torch.Ten
 
 
 def model_from_state(network: NetworkConfig, state: dict[str, torch.Tensor],
-                     source: str | Path = "model.pt") -> HetSIREN:
+                     source: str | Path = "the checkpoint") -> HetSIREN:
     """Rebuild the module from a checkpoint's state dict (V0 and the mask are in it).
 
     Raises :class:`UserInputError` naming ``source`` when the weights do not fit ``network``.

@@ -1,8 +1,9 @@
-"""Building, loading and using a trained model: encode particles, decode latent points.
+"""Using a trained model: encode particles, decode latent points, and the CTF-mode rule.
 
-These are the library functions behind ``hetsiren encode`` and ``hetsiren decode``; the
-trainer uses the same builders so that a run rebuilds exactly from its ``config.json`` and
-``model.pt``.
+These are the library functions behind ``hetsiren encode`` and ``hetsiren decode``. A run's
+model comes from ``hetsiren.rundir.open_run(RUN).model(device)`` (its stored network record
+and ``model.pt``); :func:`ctf_roles` is the one statement of the CTF modes, shared with the
+trainer.
 """
 
 from __future__ import annotations
