@@ -138,10 +138,11 @@ def test_resume_checks_its_outputs_before_loading(tiny_run, tmp_path, capsys):
 
 
 def test_an_os_error_during_a_run_is_one_line(tiny_dataset, tmp_path, hetsiren_cli):
-    full = ("import errno, os\nimport hetsiren.train.trainer as t\n"
+    # the run folder's writer of latent.npy (rundir.write_latent) hits a full disk
+    full = ("import errno, os\nimport hetsiren.rundir as r\n"
             "def full(path, *a):\n"
             "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))\n"
-            "t.write_npy = full\n")
+            "r.write_npy = full\n")
     proc = hetsiren_cli("train", tiny_dataset / "particles.star", "-o", tmp_path / "run",
                         "--zdim", "2", "--epochs", "1", "--device", "cpu", prelude=full)
     line = _one_line_error(proc, rc=1)
