@@ -105,6 +105,42 @@ def test_decode_original_size_flip_invert_and_no_overwrite(cropped_run, tmp_path
     np.testing.assert_allclose(read_map(tmp_path / "train" / "map_001.mrc")[0], -small)
 
 
+def test_decode_lowpass_and_bfactor(cropped_run, tmp_path, capsys):
+    """Internal sharpening of decoded maps: the spectrum beyond --lowpass is gone, a negative
+    --bfactor raises the high shells relative to the low ones; nonsense values exit 2."""
+    points = tmp_path / "points.txt"
+    np.savetxt(points, np.load(cropped_run / "latent.npy")[:1])
+    base = ["decode", str(cropped_run), "--z", str(points), "--device", "cpu", "-o"]
+    assert main(base + [str(tmp_path / "plain")]) == 0
+    plain, _ = read_map(tmp_path / "plain" / "map_000.mrc")
+
+    def shell_power(volume):  # per-shell power of a 16 px map (10 Å/px)
+        f = np.abs(np.fft.fftshift(np.fft.fftn(volume))) ** 2
+        k = np.indices(volume.shape) - 8
+        r = np.rint(np.sqrt((k**2).sum(0))).astype(int)
+        return np.bincount(r.ravel(), f.ravel())[:9]
+
+    assert main(base + [str(tmp_path / "low"), "--lowpass", "40"]) == 0  # shell 4 of 16 px
+    low, voxel = read_map(tmp_path / "low" / "map_000.mrc")
+    assert voxel == pytest.approx(10.0)
+    p_plain, p_low = shell_power(plain), shell_power(low)
+    assert p_low[6:].sum() < 1e-6 * p_plain[6:].sum()  # nothing left beyond the edge
+    np.testing.assert_allclose(p_low[:3], p_plain[:3], rtol=1e-3)  # the low shells untouched
+
+    assert main(base + [str(tmp_path / "sharp"), "--bfactor", "-2000"]) == 0
+    p_sharp = shell_power(read_map(tmp_path / "sharp" / "map_000.mrc")[0])
+    gain = p_sharp / p_plain
+    assert gain[6] > gain[2] > gain[0] * 0.999
+
+    for bad in (["--lowpass", "0"], ["--lowpass", "nan"], ["--lowpass", "12"],
+                ["--bfactor", "inf"]):
+        capsys.readouterr()
+        assert main(base + [str(tmp_path / "bad"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert bad[0] in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_help_texts_never_ask_for_none(capsys):
     """Nobody can type None: every command's help states what happens when an option is not
     given, in words."""

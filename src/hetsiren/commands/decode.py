@@ -10,6 +10,8 @@ examples:
   hetsiren decode run --z points.txt -o maps
   hetsiren decode run --z run/analysis/centres.npy -o maps --device cuda
   hetsiren decode run --z points.txt -o maps_full --original-size --flip   # wrong hand
+  hetsiren decode run --z points.txt -o sharp --lowpass 7.5 --bfactor -100
+      # internal sharpening at the resolution `hetsiren validate` supports for these maps
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="write maps at the particles' original box and pixel size")
     p.add_argument("--flip", action="store_true", help="mirror the maps (change handedness)")
     p.add_argument("--invert", action="store_true", help="invert the maps' contrast")
+    p.add_argument("--lowpass", type=float, metavar="RES_A",
+                   help="low-pass the maps at this resolution in Å (e.g. validate's "
+                        "decoded_vs_reconstruction resolution)")
+    p.add_argument("--bfactor", type=float, default=0.0, metavar="B_A2",
+                   help="apply exp(-B s²/4) to the amplitudes first; negative sharpens "
+                        "(default: 0)")
     p.add_argument("--force", action="store_true", help="replace existing maps in --output")
 
 
@@ -35,7 +43,8 @@ def main(args: argparse.Namespace) -> int:
     from hetsiren.train.inference import MapOutput, decode_to_files, read_latent_points
 
     z = read_latent_points(args.z, open_run(args.run).record.network.zdim)
-    output = MapOutput(original_size=args.original_size, flip=args.flip, invert=args.invert)
+    output = MapOutput(original_size=args.original_size, flip=args.flip, invert=args.invert,
+                       lowpass_A=args.lowpass, bfactor_A2=args.bfactor)
     paths = decode_to_files(args.run, z, args.output, device=args.device, prefix=args.prefix,
                             output=output, overwrite=args.force, inputs=[args.z])
     print(f"wrote {len(paths)} maps to {args.output}")

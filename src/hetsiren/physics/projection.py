@@ -16,33 +16,37 @@ from hetsiren.physics.fourier import fourier_shift
 
 __all__ = ["SplatPlan", "project_points", "project_volume_reference"]
 
-# SplatPlan: points per chunk (bounds the temporaries: ~40 bytes a point), the batch size up to
-# which the chunks' corners and weights are kept for the backward pass (16 bytes a point:
-# box 64 x 16 particles = 2.0e6 points; box 128 x 16 = 1.7e7 points are recomputed), and the
-# largest canvas index kept exact in float32.
+# SplatPlan: points per chunk (bounds the temporaries: ~16 bytes a point) and the batch size up
+# to which the chunks' sampling grids are kept for the backward pass and for the other passes at
+# the same poses (8 bytes a point: box 128 x 16 particles = 1.8e7 points, 140 MB, are kept;
+# larger batches are recomputed chunk by chunk).
 _CHUNK_POINTS = 2**22
-_STORED_POINTS = 2**23
-_INDEX_EXACT = 2**24
+_STORED_POINTS = 2**25
 
 # project_volume_reference samples chunk·D³ grid points at a time; this bounds its memory
 # (2^24 points ≈ 200 MB of float32 grid + samples).
 _REFERENCE_POINTS_PER_CHUNK = 2**24
 
+# ATen's bilinear grid sampler and its adjoint. The splat *is* the adjoint of bilinear
+# sampling: its grad_input for output gradients = the values, a vectorised, batch-parallel
+# scatter with the bounds handled per corner (no index arithmetic of our own).
+_BILINEAR, _ZEROS = 0, 0
+_sampler_adjoint = torch.ops.aten.grid_sampler_2d_backward
+
 
 class SplatPlan:
-    """Where each point lands for a batch of poses: the bilinear corner and weights, per chunk.
+    """Where each point lands for a batch of poses, as bilinear sampling grids per chunk.
 
     Built once per batch and reused by every projection at the same poses (the decoupling
     pass projects other particles' values at these poses, :meth:`project` with ``perm``).
-    The batch is cut into chunks of at most ``_CHUNK_POINTS`` points so that the index
-    arithmetic is exact in the positions' float dtype and the temporaries stay bounded; the
-    chunks' corners and weights are kept for the backward pass when the whole batch holds at
-    most ``_STORED_POINTS`` points, and recomputed chunk by chunk otherwise (box >= 128).
+    The batch is cut into chunks of at most ``_CHUNK_POINTS`` points so that the temporaries
+    stay bounded; the chunks' grids are kept when the whole batch holds at most
+    ``_STORED_POINTS`` points, and recomputed chunk by chunk otherwise (box >= 128).
 
-    Canvas: each particle owns a ``(D + 3, D + 3)`` canvas whose pixel (Y, X) is image pixel
-    (Y - 1, X - 1). Positions are clamped to [-1, D] first, so that a point outside the box
-    lands with all its weight on the one-pixel border that is dropped: no bounds mask, and the
-    gather of the backward pass reads zeros there.
+    A point at pixel position (x, y) (``D//2`` = the box centre) is the grid point
+    ``(x, y)·2/(D − 1) − 1`` of ``grid_sample(align_corners=True)``; the splat is that
+    sampler's adjoint, so a corner outside the image is dropped and a point that lands
+    partly outside keeps the weight of its corners inside.
     """
 
     def __init__(self, coords_px: torch.Tensor, rotations: torch.Tensor,
@@ -56,44 +60,39 @@ class SplatPlan:
         """
         d = box_size
         self.box_size = d
-        self.canvas = d + 3
         dtype = rotations.dtype if rotations.is_floating_point() else torch.float32
         # Homogeneous coordinates: position (x, y) = pose · (x, y, z, 1) with
         # pose = [A_xy | D//2 − origin], (b, 2, 4); differentiable in A and the origins.
         ones = coords_px.new_ones(len(coords_px), 1)
         self.coords_h = torch.cat([coords_px, ones], 1).to(dtype)  # [n, 4]
+        self._coords_h_t = self.coords_h.T.contiguous()  # [4, n]: the fast GEMM layout
         offset = (d // 2 - shifts_px.to(dtype))[:, :, None]  # [b, 2, 1]
         self.pose = torch.cat([rotations[:, :2, :].to(dtype), offset], 2)  # [b, 2, 4]
+        # pixel position → grid_sample coordinate (align_corners=True): p·s − 1
+        self.scale = 2.0 / max(d - 1, 1)
         self.n_points = len(coords_px)
         b = len(rotations)
-        per_chunk = max(1, min(_CHUNK_POINTS // max(self.n_points, 1),
-                               _INDEX_EXACT // self.canvas**2))
+        per_chunk = max(1, _CHUNK_POINTS // max(self.n_points, 1))
         self.chunks = [(s, min(s + per_chunk, b)) for s in range(0, b, per_chunk)]
         self._stored = (b * self.n_points <= _STORED_POINTS)
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[int, torch.Tensor] = {}
 
     @property
     def batch_size(self) -> int:
         return self.pose.shape[0]
 
-    def corners(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Chunk ``k``: ``(c·n,)`` flat canvas index of each point's lower-left corner, and
-        its ``(c, n)`` fractional offsets fx, fy within the pixel."""
+    def grid(self, k: int) -> torch.Tensor:
+        """Chunk ``k``'s ``(c, 1, n, 2)`` sampling grid (x, y in grid_sample coordinates)."""
         if k in self._cache:
             return self._cache[k]
         s, e = self.chunks[k]
-        c, dp = e - s, self.canvas
-        pose = self.pose[s:e].detach()
-        # [c·2, n] positions in pixel indices: rows x0, y0, x1, y1, ...
-        pos = torch.matmul(pose.reshape(-1, 4), self.coords_h.T)
-        pos.clamp_(-1, self.box_size)
-        corner = torch.floor(pos)
-        frac = pos.sub_(corner).view(c, 2, -1)
-        corner = corner.view(c, 2, -1)
-        # canvas index (cy + 1)·dp + (cx + 1) + particle offset: exact small integers
-        base = torch.arange(c, dtype=corner.dtype, device=corner.device) * (dp * dp) + dp + 1
-        flat = torch.add(corner[:, 0], corner[:, 1], alpha=dp).add_(base[:, None])
-        out = (flat.reshape(-1).long(), frac[:, 0], frac[:, 1])
+        pose = self.pose[s:e].detach() * self.scale
+        pose[:, :, 3] -= 1.0
+        # [c·2, n] rows x0, y0, x1, y1, ... (a GEMM with n columns), seen as (c, 1, n, 2):
+        # the sampler reads strided grids as fast as contiguous ones
+        c = e - s
+        pos = torch.matmul(pose.reshape(2 * c, 4), self._coords_h_t)
+        out = pos.view(c, 2, self.n_points).transpose(1, 2).unsqueeze(1)
         if self._stored:
             self._cache[k] = out
         return out
@@ -102,7 +101,7 @@ class SplatPlan:
         """Splat ``(b, n)`` values (or ``(n,)`` shared by all) at the plan's poses.
 
         With ``perm`` (a ``(b,)`` permutation), image i is particle i's values at the pose of
-        particle ``perm[i]``: the plan's corners are reused and the values permuted instead.
+        particle ``perm[i]``: the plan's grids are reused and the values permuted instead.
 
         Returns:
             ``(b, D, D)`` images ``[y, x]``, differentiable w.r.t. the values and the poses.
@@ -119,29 +118,20 @@ class SplatPlan:
 
 
 class _Splat(torch.autograd.Function):
-    """Bilinear splat with a hand-written adjoint: the value gradient is the bilinear
-    interpolation of the image gradient at the points (a gather), the pose gradient its
-    spatial derivative times the values."""
+    """Bilinear splat = the adjoint of bilinear sampling. Backward: the value gradient is
+    the sampling of the image gradient at the points, the pose gradient the sampler's grid
+    gradient with the values as output gradients (the spatial derivative times the value)."""
 
     @staticmethod
     def forward(ctx, values: torch.Tensor, pose: torch.Tensor, plan: SplatPlan) -> torch.Tensor:
-        d, dp = plan.box_size, plan.canvas
+        d, n = plan.box_size, plan.n_points
         b = values.shape[0]
         images = values.new_empty(b, d, d)
         for k, (s, e) in enumerate(plan.chunks):
-            index, fx, fy = plan.corners(k)
-            v = values[s:e]
-            vy1 = v * fy
-            vy0 = v - vy1
-            w10 = vy0 * fx
-            w11 = vy1 * fx
-            canvas = values.new_zeros(4, (e - s) * dp * dp)
-            # channel: corner (x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)
-            for ch, w in enumerate((vy0.sub_(w10), w10, vy1.sub_(w11), w11)):
-                canvas[ch].scatter_add_(0, index, w.reshape(-1))
-            c = canvas.view(4, e - s, dp, dp)
-            images[s:e] = (c[0, :, 1:d + 1, 1:d + 1] + c[1, :, 1:d + 1, :d]
-                           + c[2, :, :d, 1:d + 1] + c[3, :, :d, :d])
+            canvas = values.new_zeros(e - s, 1, d, d)
+            images[s:e] = _sampler_adjoint(values[s:e].reshape(e - s, 1, 1, n), canvas,
+                                           plan.grid(k), _BILINEAR, _ZEROS, True,
+                                           [True, False])[0][:, 0]
         ctx.plan = plan
         ctx.save_for_backward(values)
         return images
@@ -151,34 +141,21 @@ class _Splat(torch.autograd.Function):
         plan: SplatPlan = ctx.plan
         (values,) = ctx.saved_tensors
         need_values, need_pose = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        d, dp = plan.box_size, plan.canvas
+        n = plan.n_points
         grad_values = torch.empty_like(values) if need_values else None
-        grad_pose = torch.zeros_like(plan.pose) if need_pose else None
-        fill_values = grad_values if grad_values is not None else values.new_empty(0)
-        fill_pose = grad_pose if grad_pose is not None else values.new_empty(0)
+        grad_pose = torch.empty_like(plan.pose) if need_pose else None
         for k, (s, e) in enumerate(plan.chunks):
-            index, fx, fy = plan.corners(k)
-            padded = grad_images.new_zeros(e - s, dp, dp)
-            padded[:, 1:d + 1, 1:d + 1] = grad_images[s:e]
-            flat = padded.reshape(-1)
-            # gradient at the four corners; offsets stay inside each particle's canvas
-            g00, g10, g01, g11 = (flat[o:].index_select(0, index).view_as(fx)
-                                  for o in (0, 1, dp, dp + 1))
-            # bilinear interpolation (addcmul: torch.lerp with a tensor weight is ~2x slower)
-            d_low, d_high = g10 - g00, g11 - g01
-            low = torch.addcmul(g00, fx, d_low)
-            rise = torch.addcmul(g01, fx, d_high).sub_(low)
-            if need_values:
-                fill_values[s:e] = torch.addcmul(low, fy, rise)
-            if need_pose:
-                v = values[s:e]
-                gx = torch.addcmul(d_low, fy, d_high.sub_(d_low)).mul_(v)
-                gy = rise.mul_(v)
-                # clamped coordinates (outside [-1, D]) do not move with the pose
-                pos = torch.matmul(plan.pose[s:e].detach(), plan.coords_h.T)  # [c, 2, n]
-                gxy = torch.stack([gx, gy], 1)
-                gxy = gxy.masked_fill_((pos < -1) | (pos > d), 0)
-                fill_pose[s:e] = torch.matmul(gxy, plan.coords_h)
+            grid = plan.grid(k)
+            g = grad_images[s:e].unsqueeze(1).contiguous()  # [c, 1, D, D]
+            if grad_values is not None:
+                grad_values[s:e] = F.grid_sample(g, grid, mode="bilinear", padding_mode="zeros",
+                                                 align_corners=True).reshape(e - s, n)
+            if grad_pose is not None:
+                grad_grid = _sampler_adjoint(values[s:e].reshape(e - s, 1, 1, n), g, grid,
+                                             _BILINEAR, _ZEROS, True, [False, True])[1]
+                # grid = pose·s·coords_h − 1  ⇒  d/dpose = s · grad_gridᵀ coords_h
+                grad_pose[s:e] = torch.matmul(grad_grid[:, 0].transpose(1, 2),
+                                              plan.coords_h).mul_(plan.scale)
         return grad_values, grad_pose, None
 
 

@@ -8,6 +8,7 @@ trainer.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from hetsiren.io.particles import ParticleSet
 from hetsiren.model.forward import HetSIREN
 from hetsiren.outputs import check_outputs
 from hetsiren.physics import resample_map, wiener_filter
+from hetsiren.physics.postprocess import sharpen_map
 from hetsiren.rundir import MODEL, open_run, run_inputs, write_npy
 from hetsiren.train.config import CTFMode, TrainConfig
 
@@ -179,17 +181,41 @@ class MapOutput:
     """Mirror the map (z → -z) to change its handedness."""
     invert: bool = False
     """Multiply the map by -1 (contrast: white-on-black particles give negative density)."""
+    lowpass_A: float | None = None
+    """Low-pass at this resolution (Å; raised-cosine edge, 0.5 there), e.g. the resolution
+    ``hetsiren validate`` supports for the decoded map; None: as decoded."""
+    bfactor_A2: float = 0.0
+    """Amplitudes × exp(−B s²/4) before the low-pass: B < 0 sharpens (Å²)."""
+
+    def __post_init__(self) -> None:
+        if self.lowpass_A is not None and not (math.isfinite(self.lowpass_A)
+                                               and self.lowpass_A > 0):
+            raise UserInputError(f"--lowpass {self.lowpass_A}: expected a resolution in Å > 0")
+        if not math.isfinite(self.bfactor_A2):
+            raise UserInputError(f"--bfactor {self.bfactor_A2}: expected a finite B-factor (Å²)")
+
+    def check(self, prep: Preprocessing) -> None:
+        """Refuse a low-pass finer than the decoded maps' Nyquist (before anything is written)."""
+        nyquist = 2 * prep.pixel_size_A
+        if self.lowpass_A is not None and self.lowpass_A < nyquist:
+            raise UserInputError(f"--lowpass {self.lowpass_A} Å: finer than the decoded maps' "
+                                 f"Nyquist ({nyquist:.3g} Å at {prep.pixel_size_A:.3g} Å/px)")
 
 
 def finish_map(volume: np.ndarray, prep: Preprocessing, output: MapOutput
                ) -> tuple[np.ndarray, float]:
     """``(D, D, D)`` decoded map at the training box → the map to write and its voxel size (Å).
 
-    ``original_size`` resamples band-limited (spectrum zero-padded) to ``prep.box_in`` voxels
+    ``lowpass_A`` / ``bfactor_A2`` filter it at the training box first; ``original_size``
+    resamples band-limited (spectrum zero-padded) to ``prep.box_in`` voxels
     of ``prep.pixel_size_in_A``: no information is added above the training Nyquist, but the
     map overlays the consensus refinement's map voxel for voxel.
     """
     pixel_A = prep.pixel_size_A
+    if output.lowpass_A is not None or output.bfactor_A2:
+        output.check(prep)
+        volume = sharpen_map(torch.from_numpy(np.ascontiguousarray(volume)), pixel_A,
+                             output.lowpass_A, output.bfactor_A2).numpy()
     if output.original_size and prep.box_in != prep.box:
         volume = resample_map(torch.from_numpy(np.ascontiguousarray(volume)), pixel_A,
                               prep.pixel_size_in_A, prep.box_in).numpy()
@@ -236,6 +262,7 @@ def decode_to_files(run_dir: str | Path, z: np.ndarray, out_dir: str | Path,
     dev = resolve_device(device)
     model = run.model(dev)
     prep = run.preprocessing
+    output.check(prep)
     maps = decode_latent(model, z, dev)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, volume in zip(paths, maps, strict=True):

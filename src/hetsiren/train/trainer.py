@@ -204,7 +204,8 @@ class _Step:
                     if apply and cfg.ctf_decoupling > 0 else None)
         if ctf_perm is not None and ctf is not None:
             # the data term's CTF and the shuffled one of Eq. 4 share one FFT of the clean images
-            pred, pred_perm = apply_ctf(clean, torch.stack([ctf, ctf[ctf_perm]])).unbind(0)
+            pred_both = apply_ctf(clean, torch.stack([ctf, ctf[ctf_perm]]))  # [2, b, D, D]
+            pred = pred_both[0]
         elif ctf is not None:
             pred = apply_ctf(clean, ctf)
         else:
@@ -220,16 +221,16 @@ class _Step:
         if self.focus:
             out["focus"] = cfg.focus_stats_weight * L.focus_stats_loss(model.volume, values)
 
+        # each decoupling encoder sees its two image sets (own pose / CTF and shuffled) as one
+        # batch of 2b: one pass instead of two
         if pose_perm is not None:
             clean_perm = model.project(values, plan, pose_perm)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-                z_t = _full(net.encode_clean(clean))
-                z_pt = _full(net.encode_clean(clean_perm))
+                z_t, z_pt = _full(net.encode_clean(torch.cat([clean, clean_perm]))).chunk(2)
             out["pose_decoupling"] = cfg.pose_decoupling * L.decoupling_loss(z, z_t, z_pt)
         if ctf_perm is not None:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-                z_c = _full(net.encode_ctf(pred))
-                z_pc = _full(net.encode_ctf(pred_perm))
+                z_c, z_pc = _full(net.encode_ctf(pred_both.flatten(0, 1))).chunk(2)
             out["ctf_decoupling"] = cfg.ctf_decoupling * L.decoupling_loss(z, z_c, z_pc)
         out["total"] = functools.reduce(operator.add, out.values())
         # Diagnostic, not a loss: the latent's spread over the batch. A spread that keeps
