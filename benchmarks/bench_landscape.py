@@ -43,13 +43,13 @@ import torch
 
 from hetsiren.analysis.evaluate import evaluate_run, load_truth
 from hetsiren.io import read_map, write_map
+from hetsiren.rundir import LATENT
 from hetsiren.simulate import SimulationSpec, simulate_phantom
 from hetsiren.simulate.phantoms import discrete_phantom_maps
 from hetsiren.simulate.scenarios import simulate_discrete
-from hetsiren.train import PAPER_DEFAULTS, TrainConfig, train
-from hetsiren.train.config import REF_AUTO
+from hetsiren.train.config import PAPER_DEFAULTS, REF_AUTO, TrainConfig
 from hetsiren.train.inference import decode_latent, load_run
-from hetsiren.train.runio import LATENT
+from hetsiren.train.trainer import train
 
 BOX = 32
 PIXEL_A = 5.0

@@ -45,11 +45,11 @@ import numpy as np
 import torch
 
 from hetsiren.analysis.evaluate import evaluate_run, load_truth
+from hetsiren.rundir import LATENT, LOG
 from hetsiren.simulate import SimulationSpec, density_from_points, simulate_discrete
 from hetsiren.simulate.scenarios import simulate_path
-from hetsiren.train import TrainConfig, train
-from hetsiren.train.config import REF_AUTO
-from hetsiren.train.runio import LATENT, LOG
+from hetsiren.train.config import REF_AUTO, TrainConfig
+from hetsiren.train.trainer import train
 
 BOX = 64
 PIXEL_A = {"adk": 1.6, "prlbd": 1.8}

@@ -52,7 +52,8 @@ def _peak_rss_mb() -> float:
 
 
 def _worker(spec: dict) -> None:
-    from hetsiren.train import TrainConfig, train
+    from hetsiren.train.config import TrainConfig
+    from hetsiren.train.trainer import train
 
     run_dir = Path(spec["run_dir"])
     cfg = TrainConfig(particles=spec["particles"], epochs=spec["epochs"], device=spec["device"],
@@ -193,9 +194,9 @@ def profile(args: argparse.Namespace) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    from hetsiren.data import Batch, Preprocessing
     from hetsiren.train import trainer
     from hetsiren.train.config import TrainConfig
-    from hetsiren.train.data import Batch, Preprocessing
     from hetsiren.train.inference import build_model
 
     torch.set_num_threads(1)

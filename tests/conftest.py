@@ -89,7 +89,8 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     """A 1-epoch run on ``tiny_dataset`` (zdim 2): copy it before changing anything in it."""
-    from hetsiren.train import TrainConfig, train
+    from hetsiren.train.config import TrainConfig
+    from hetsiren.train.trainer import train
 
     run = tmp_path_factory.mktemp("tiny_run") / "run"
     train(TrainConfig(particles=str(tiny_dataset / "particles.star"), zdim=2, epochs=1,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetsiren.train.runio import LATENT, run_record, write_json, write_npy
+from hetsiren.rundir import LATENT, run_record, write_json, write_npy
 
 ZDIM = 4
 K = 3

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from analysis_helpers import ZDIM, K, balanced_states, blobs, copy_run, make_run
 
-from hetsiren.train.runio import LATENT, write_npy
+from hetsiren.rundir import LATENT, write_npy
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +45,8 @@ def trained_run(tmp_path_factory, sim_dataset, truth_states) -> Path:
 
     Do not write into it: copy it (``copy_run``) or use ``analyzed_run``.
     """
-    from hetsiren.train import TrainConfig, train
+    from hetsiren.train.config import TrainConfig
+    from hetsiren.train.trainer import train
 
     run = tmp_path_factory.mktemp("trained") / "run"
     train(TrainConfig(particles=str(sim_dataset / "particles.star"), epochs=1, batch_size=16,

@@ -13,9 +13,10 @@ import pytest
 from analysis_helpers import ZDIM, K, balanced_states, blobs, copy_run, make_run
 from PIL import Image
 
-from hetsiren.analysis.analyze import analyze_run, load_latent
+from hetsiren.analysis.analyze import analyze_run
 from hetsiren.cli import main as cli
 from hetsiren.errors import UserInputError
+from hetsiren.rundir import load_latent
 
 # Files the module docstring of analyze.py promises for a decoded run without UMAP
 # (with pcs=2): relative to RUN/analysis.

@@ -17,7 +17,7 @@ from hetsiren.analysis.plots import (
     plot_landscape,
     plot_training_curves,
 )
-from hetsiren.train.runio import read_training_log
+from hetsiren.rundir import read_training_log
 
 
 def _is_png(path) -> bool:

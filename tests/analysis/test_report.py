@@ -243,7 +243,7 @@ def test_report_names_a_collapsed_training(tmp_path, formats_dir, report):
     from analysis_helpers import balanced_states, blobs, make_run
 
     from hetsiren.analysis.analyze import analyze_run
-    from hetsiren.train.runio import LOG
+    from hetsiren.rundir import LOG
 
     assert 'id="health-warning"' not in report[1]
     run = make_run(tmp_path / "run", formats_dir / "relion5.star", blobs(balanced_states(300)))

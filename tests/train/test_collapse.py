@@ -13,10 +13,11 @@ from dataclasses import replace
 
 import pytest
 
+from hetsiren.rundir import LOG
 from hetsiren.simulate import SimulationSpec, simulate_phantom
-from hetsiren.train import TrainConfig, train
+from hetsiren.train.config import TrainConfig
 from hetsiren.train.health import training_health
-from hetsiren.train.runio import LOG
+from hetsiren.train.trainer import train
 
 OLD_DEFAULTS = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0}
 

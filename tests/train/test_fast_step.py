@@ -13,13 +13,13 @@ import torch
 from reference_step import reference_step
 from scipy.spatial.transform import Rotation
 
+from hetsiren.data import Batch, Preprocessing
 from hetsiren.geometry import sphere_mask
 from hetsiren.model import HetSIRENNet
 from hetsiren.model.forward import HetSIREN
 from hetsiren.model.volume import MaskedVolume
 from hetsiren.train import trainer
 from hetsiren.train.config import TrainConfig
-from hetsiren.train.data import Batch, Preprocessing
 from hetsiren.train.inference import network_config
 
 BOX = 20

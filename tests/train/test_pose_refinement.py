@@ -12,9 +12,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from hetsiren.io import read_particles, write_star
+from hetsiren.rundir import POSES
 from hetsiren.simulate import SimulationSpec, discrete_phantom_maps, simulate_discrete
-from hetsiren.train import TrainConfig, train
-from hetsiren.train.runio import POSES
+from hetsiren.train.config import TrainConfig
+from hetsiren.train.trainer import train
 
 PERTURBATION_DEG = 5.0
 

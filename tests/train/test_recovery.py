@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from hetsiren.cli import main
+from hetsiren.rundir import CONFIG, LOCK, LOG, MODEL, load_checkpoint
 from hetsiren.simulate import SimulationSpec, simulate_phantom
-from hetsiren.train.runio import CONFIG, LOCK, LOG, MODEL, load_checkpoint
 from hetsiren.train.trainer import _diverged
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from hetsiren.analysis.analyze import analyze_run
 from hetsiren.errors import UserInputError
-from hetsiren.train import load_run
-from hetsiren.train.runio import CONFIG, LOCK, RunLock
+from hetsiren.rundir import CONFIG, LOCK, RunLock
+from hetsiren.train.inference import load_run
 
 _WAIT_AT_CHECKPOINT = """
 import os, time

@@ -11,9 +11,11 @@ import pytest
 import starfile
 
 from hetsiren.cli import main
+from hetsiren.rundir import load_snapshot_latent, snapshot_epochs
 from hetsiren.simulate import SimulationSpec, simulate_phantom
-from hetsiren.train import TrainConfig, decode_latent, load_run, train
-from hetsiren.train.runio import load_snapshot_latent, snapshot_epochs
+from hetsiren.train.config import TrainConfig
+from hetsiren.train.inference import decode_latent, load_run
+from hetsiren.train.trainer import train
 
 
 @pytest.fixture(scope="module")

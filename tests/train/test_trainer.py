@@ -17,9 +17,11 @@ from sklearn.metrics import adjusted_rand_score
 
 from hetsiren.errors import UserInputError
 from hetsiren.io import read_map, read_particles, write_map
+from hetsiren.rundir import LATENT, LOG
 from hetsiren.simulate import SimulationSpec, simulate_phantom
-from hetsiren.train import TrainConfig, decode_latent, encode_file, load_run, train
-from hetsiren.train.runio import LATENT, LOG
+from hetsiren.train.config import TrainConfig
+from hetsiren.train.inference import decode_latent, encode_file, load_run
+from hetsiren.train.trainer import train
 
 BOX = 32
 N = 1000

@@ -52,27 +52,29 @@ from hetsiren.analysis.plots import (
     plot_landscape,
     plot_training_curves,
 )
-from hetsiren.analysis.select import ANALYSIS_DIR
 from hetsiren.analysis.surface import render_surface
 from hetsiren.errors import UserInputError
 from hetsiren.outputs import check_outputs
-from hetsiren.train.health import training_health
-from hetsiren.train.runio import (
-    LATENT,
+from hetsiren.rundir import (
+    ANALYSIS_FILES,
+    analysis_folder,
     atomic_write,
+    load_latent,
     load_snapshot_latent,
     locks_run,
+    pc_map_name,
     read_run_config,
     read_training_log,
     write_json,
     write_npy,
 )
+from hetsiren.train.health import training_health
 
-__all__ = ["ANALYSIS_DIR", "AnalysisResult", "DecodedMap", "analysis_folder", "analyze_run",
-           "load_latent"]
+__all__ = ["AnalysisResult", "DecodedMap", "analyze_run"]
 
 log = logging.getLogger(__name__)
 
+_FILES = ANALYSIS_FILES
 # Maps decoded per network call: bounds memory at large boxes (one 400^3 map is 256 MB).
 _DECODE_CHUNK = 4
 
@@ -108,27 +110,6 @@ class AnalysisResult:
     def report(self) -> Path | None:
         """``report.html``, when written."""
         return self.files.get("report")
-
-
-def load_latent(run_dir: str | Path) -> np.ndarray:
-    """``RUN/latent.npy`` as ``(N, zdim)`` float32, checked."""
-    path = Path(run_dir) / LATENT
-    if not path.is_file():
-        raise UserInputError(f"{path}: not found; has training finished (hetsiren train)?")
-    try:
-        z = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"{path}: cannot read the latent vectors ({exc})") from exc
-    if z.ndim != 2 or len(z) == 0:
-        raise UserInputError(f"{path}: expected an (N, zdim) array, got shape {z.shape}")
-    if not np.isfinite(z).all():
-        raise UserInputError(f"{path}: contains NaN or Inf; the run may have diverged")
-    return z.astype(np.float32, copy=False)
-
-
-def analysis_folder(run_dir: str | Path, epoch: int | None = None) -> Path:
-    """``RUN/analysis``, or ``RUN/analysis.EEE`` for the snapshot after epoch EEE."""
-    return Path(run_dir) / (ANALYSIS_DIR if epoch is None else f"{ANALYSIS_DIR}.{epoch:03d}")
 
 
 def _decode_series(run_dir: Path, points: np.ndarray, paths: list[Path], device: str,
@@ -193,8 +174,9 @@ def _clear_stale_surfaces(folder: Path, keep: list[str]) -> None:
 
 # Outputs of an earlier analysis that this one may not rewrite (no --umap, --no-decode, fewer
 # PCs, --no-report): removed so that nothing in RUN/analysis contradicts the new clustering.
-_OPTIONAL_OUTPUTS = ("umap.npy", "landscape_umap.png", "density_umap.png", "pc_samples.json",
-                     "chimerax.cxc", "report.html", "training_curves.png")
+_OPTIONAL_OUTPUTS = tuple(ANALYSIS_FILES[key] for key in (
+    "umap", "landscape_umap", "density_umap", "pc_samples", "chimerax", "report",
+    "training_curves"))
 
 
 def _clear_previous(out: Path, written: dict[str, Path], pcs: int, decode: bool) -> None:
@@ -203,8 +185,8 @@ def _clear_previous(out: Path, written: dict[str, Path], pcs: int, decode: bool)
         if out / name not in written.values():
             (out / name).unlink(missing_ok=True)
     if not decode:
-        _clear_stale(out / "clusters", "cluster", [])
-        _clear_stale_surfaces(out / "surfaces", [])
+        _clear_stale(out / _FILES["cluster_maps"], "cluster", [])
+        _clear_stale_surfaces(out / _FILES["surfaces"], [])
     for folder in out.glob("pc*"):
         if folder.is_dir() and folder.name[2:].isdigit() and (
                 not decode or int(folder.name[2:]) > pcs):
@@ -274,52 +256,52 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
     # --- reductions -------------------------------------------------------------------------
     pca = fit_pca(z)
     coords = pca.transform(z).astype(np.float32)
-    files["pca"] = atomic_write(out / "pca.npz", lambda p: _save_npz(p, pca.to_npz()))
-    files["pca_coords"] = write_npy(out / "pca_coords.npy", coords)
+    files["pca"] = atomic_write(out / _FILES["pca"], lambda p: _save_npz(p, pca.to_npz()))
+    files["pca_coords"] = write_npy(out / _FILES["pca_coords"], coords)
     log.info("PCA: PC1..PC%d explain %s of the latent variance", min(3, len(pca.components)),
              ", ".join(f"{100 * r:.1f}%" for r in pca.explained_variance_ratio[:3]))
     embedding = None
     if umap:
         log.info("UMAP (%dD) of %d points...", umap_dims, n)
         embedding = embed_umap(z, umap_dims, seed=seed)
-        files["umap"] = write_npy(out / "umap.npy", embedding)
+        files["umap"] = write_npy(out / _FILES["umap"], embedding)
 
     # --- clusters ---------------------------------------------------------------------------
     clustering = cluster_latent(z, k, seed=seed)
-    files["labels"] = write_npy(out / "labels.npy", clustering.labels)
+    files["labels"] = write_npy(out / _FILES["labels"], clustering.labels)
     result = AnalysisResult(out_dir=out, pca=pca, clustering=clustering, umap=embedding,
                             files=files)
 
     # --- maps -------------------------------------------------------------------------------
     model_cache: dict[str, Any] = {}
     if decode:
-        cluster_paths = [out / "clusters" / f"cluster_{i:02d}.mrc" for i in range(k)]
-        _clear_stale(out / "clusters", "cluster", cluster_paths)
-        _clear_stale_surfaces(out / "surfaces", [p.stem for p in cluster_paths])
+        cluster_paths = [out / _FILES["cluster_maps"] / f"cluster_{i:02d}.mrc" for i in range(k)]
+        _clear_stale(out / _FILES["cluster_maps"], "cluster", cluster_paths)
+        _clear_stale_surfaces(out / _FILES["surfaces"], [p.stem for p in cluster_paths])
         log.info("decoding %d cluster maps...", k)
         result.cluster_maps = _decode_series(run_dir, z[clustering.representatives],
                                              cluster_paths, device, model_cache, epoch,
-                                             surfaces=out / "surfaces")
+                                             surfaces=out / _FILES["surfaces"])
         for pc in range(1, pcs + 1):
             points, t = sample_pc(pca, z, pc, percentiles, n_samples)
-            paths = [out / f"pc{pc}" / f"pc{pc}_{i:02d}.mrc" for i in range(n_samples)]
+            paths = [out / pc_map_name(pc, i) for i in range(n_samples)]
             _clear_stale(out / f"pc{pc}", f"pc{pc}", paths)
             log.info("decoding %d maps along PC%d...", n_samples, pc)
             result.pc_maps[pc] = _decode_series(run_dir, points, paths, device, model_cache,
                                                 epoch)
             result.pc_coords[pc] = t
-        write_json(out / "pc_samples.json", {
+        write_json(out / _FILES["pc_samples"], {
             "percentiles": list(percentiles),
             "pcs": {f"pc{pc}": {"pc_coordinate": result.pc_coords[pc].tolist(),
                                 "z": [m.z.tolist() for m in result.pc_maps[pc]],
                                 "maps": [m.path.relative_to(out).as_posix()
                                          for m in result.pc_maps[pc]]}
                     for pc in result.pc_maps}})
-        files["pc_samples"] = out / "pc_samples.json"
+        files["pc_samples"] = out / _FILES["pc_samples"]
 
     rel_maps: list[Path | None] = [m.path.relative_to(out) for m in result.cluster_maps] or [
         None] * k
-    files["clusters"] = write_json(out / "clusters.json", {
+    files["clusters"] = write_json(out / _FILES["clusters"], {
         "k": k, "seed": seed, "n_particles": n, "space": f"latent ({zdim}D)",
         "populations": clustering.populations.tolist(),
         "fractions": (clustering.populations / n).tolist(),
@@ -327,33 +309,34 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
         "centres": clustering.centres.tolist(),
         "representative_z": z[clustering.representatives].tolist(),
         "maps": [None if p is None else p.as_posix() for p in rel_maps],
-        "labels": "labels.npy",
+        "labels": _FILES["labels"],
     })
-    files["clusters_csv"] = _write_clusters_table(out / "clusters.csv", clustering, rel_maps)
+    files["clusters_csv"] = _write_clusters_table(out / _FILES["clusters_csv"], clustering,
+                                                  rel_maps)
 
     # --- plots ------------------------------------------------------------------------------
     xy = coords[:, :2] if coords.shape[1] >= 2 else np.c_[coords[:, 0], np.zeros(n)]
     ratio = pca.explained_variance_ratio
     axis_names = (f"PC1 ({100 * ratio[0]:.0f}%)",
                   f"PC2 ({100 * ratio[1]:.0f}%)" if len(ratio) > 1 else "PC2")
-    files["landscape_pca"] = plot_landscape(xy, clustering.labels, out / "landscape_pca.png",
+    files["landscape_pca"] = plot_landscape(xy, clustering.labels, out / _FILES["landscape_pca"],
                                             axis_names, clustering.representatives,
                                             f"PCA, KMeans k={k}")
-    files["density_pca"] = plot_density(xy, out / "density_pca.png", axis_names,
+    files["density_pca"] = plot_density(xy, out / _FILES["density_pca"], axis_names,
                                         "Particle density (PCA)")
     if embedding is not None:
         files["landscape_umap"] = plot_landscape(embedding[:, :2], clustering.labels,
-                                                 out / "landscape_umap.png", ("UMAP1", "UMAP2"),
+                                                 out / _FILES["landscape_umap"], ("UMAP1", "UMAP2"),
                                                  clustering.representatives,
                                                  f"UMAP, KMeans k={k} on the full latent")
-        files["density_umap"] = plot_density(embedding[:, :2], out / "density_umap.png",
+        files["density_umap"] = plot_density(embedding[:, :2], out / _FILES["density_umap"],
                                              ("UMAP1", "UMAP2"), "Particle density (UMAP)")
-    files["explained_variance"] = plot_explained_variance(ratio, out / "explained_variance.png")
+    files["explained_variance"] = plot_explained_variance(ratio, out / _FILES["explained_variance"])
     log_entries = read_training_log(run_dir)
     health = training_health(log_entries)
     if health:
         log.warning("%s: %s", run_dir, health)
-    curves = plot_training_curves(log_entries, out / "training_curves.png")
+    curves = plot_training_curves(log_entries, out / _FILES["training_curves"])
     if curves is not None:
         files["training_curves"] = curves
 
@@ -366,15 +349,15 @@ def analyze_run(run_dir: str | Path, k: int = 20, pcs: int = 2, umap: bool = Fal
         for pc, maps in result.pc_maps.items():
             series.append(MapSeries(f"pc{pc}", [m.path for m in maps],
                                     float(np.median([m.level for m in maps])), trajectory=True))
-        files["chimerax"] = write_chimerax_script(out / "chimerax.cxc", series)
+        files["chimerax"] = write_chimerax_script(out / _FILES["chimerax"], series)
     files["notebook"] = write_notebook(out)
     if report:
         from hetsiren.analysis.report import write_report
 
-        files["report"] = write_report(out / "report.html", run_dir, record, result, z,
+        files["report"] = write_report(out / _FILES["report"], run_dir, record, result, z,
                                        log_entries)
     _clear_previous(out, files, pcs, decode)
-    write_json(out / "summary.json", {
+    write_json(out / _FILES["summary"], {
         "hetsiren_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "parameters": {"k": k, "pcs": pcs, "umap": umap, "umap_dims": umap_dims,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetsiren.train.runio import atomic_write
+from hetsiren.rundir import atomic_write
 
 __all__ = ["MapSeries", "contour_level", "write_chimerax_script", "write_movie_script"]
 

@@ -25,14 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
-from hetsiren.analysis.select import ANALYSIS_DIR
 from hetsiren.errors import UserInputError
+from hetsiren.rundir import (
+    CONVERGENCE_DIR,
+    analysis_folder,
+    load_snapshot_latent,
+    snapshot_epochs,
+    write_json,
+)
 
 __all__ = ["ConvergenceResult", "analyze_convergence"]
 
 log = logging.getLogger(__name__)
 
-CONVERGENCE_DIR = "convergence"
 _KNN = 10
 # Particles sampled for the neighbour and affine-fit measures: enough for a stable mean
 # (standard error < 1% at 5000), and the kNN search stays well under a second.
@@ -116,7 +121,6 @@ def analyze_convergence(run_dir: str | Path, n_maps: int = 8, device: str = "aut
     from hetsiren.analysis.landscape import cluster_latent
     from hetsiren.analysis.plots import plot_convergence
     from hetsiren.train.inference import decode_latent, load_run
-    from hetsiren.train.runio import load_snapshot_latent, snapshot_epochs, write_json
 
     run_dir = Path(run_dir)
     epochs = snapshot_epochs(run_dir)
@@ -149,7 +153,7 @@ def analyze_convergence(run_dir: str | Path, n_maps: int = 8, device: str = "aut
     result.settled, result.verdict = _verdict(result)
     log.info("convergence: %s", result.verdict)
 
-    out = run_dir / ANALYSIS_DIR / CONVERGENCE_DIR
+    out = analysis_folder(run_dir) / CONVERGENCE_DIR
     out.mkdir(parents=True, exist_ok=True)
     result.files["plot"] = plot_convergence(result, out / "convergence.png")
     result.files["json"] = write_json(out / "convergence.json", {

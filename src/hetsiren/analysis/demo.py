@@ -20,10 +20,10 @@ from hetsiren.analysis.analyze import analyze_run
 from hetsiren.analysis.evaluate import evaluate_run
 from hetsiren.errors import UserInputError
 from hetsiren.outputs import check_outputs
+from hetsiren.rundir import write_json
 from hetsiren.simulate import SimulationSpec, simulate_phantom
-from hetsiren.train import TrainConfig, train
-from hetsiren.train.config import REF_AUTO
-from hetsiren.train.runio import write_json
+from hetsiren.train.config import REF_AUTO, TrainConfig
+from hetsiren.train.trainer import train
 
 __all__ = ["DemoResult", "run_demo"]
 

@@ -37,8 +37,8 @@ from hetsiren.geometry import sphere_mask
 from hetsiren.io import read_map
 from hetsiren.outputs import check_outputs
 from hetsiren.physics import fsc, resample_map, resolution_at
+from hetsiren.rundir import LATENT, run_inputs, write_json
 from hetsiren.train.inference import decode_latent, load_run
-from hetsiren.train.runio import LATENT, run_inputs, write_json
 
 __all__ = ["evaluate_latent", "evaluate_maps", "evaluate_run", "knn_r2", "load_truth"]
 

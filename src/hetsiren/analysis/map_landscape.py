@@ -40,12 +40,20 @@ import torch
 
 from hetsiren import __version__
 from hetsiren.errors import UserInputError
+from hetsiren.rundir import (
+    LANDSCAPE_DIR,
+    analysis_folder,
+    atomic_write,
+    load_latent,
+    load_snapshot_latent,
+    write_json,
+    write_npy,
+)
 
 __all__ = ["ANALYSIS_BOX", "MapLandscape", "analyze_map_landscape"]
 
 log = logging.getLogger(__name__)
 
-LANDSCAPE_DIR = "landscape"
 ANALYSIS_BOX = 64
 """Largest box the maps are analysed at (Fourier-cropped above it)."""
 # Map-space PCs the states are clustered on: beyond ~10 the components are mostly noise.
@@ -112,13 +120,11 @@ def analyze_map_landscape(run_dir: str | Path, n_points: int = 500, states: int 
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.decomposition import PCA
 
-    from hetsiren.analysis.analyze import analysis_folder, load_latent
     from hetsiren.analysis.chimerax import MapSeries, contour_level, write_chimerax_script
     from hetsiren.analysis.landscape import cluster_latent
     from hetsiren.analysis.plots import cluster_colours, plot_map_landscape
     from hetsiren.io import write_map
     from hetsiren.train.inference import load_run
-    from hetsiren.train.runio import atomic_write, load_snapshot_latent, write_json, write_npy
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hetsiren.train.runio import atomic_write
+from hetsiren.rundir import NOTEBOOK, atomic_write
 
-__all__ = ["NOTEBOOK", "write_notebook"]
+__all__ = ["write_notebook"]
 
-NOTEBOOK = "hetsiren_analysis.ipynb"
 
 _CELLS: list[tuple[str, str]] = [
     ("markdown", """# HetSIREN analysis of this run
@@ -29,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.path import Path as Polygon
 
-from hetsiren.analysis.analyze import load_latent
+from hetsiren.rundir import load_latent
 from hetsiren.analysis.select import (Region, export_subset, load_labels, load_pca,
                                       select_clusters, select_region)
 

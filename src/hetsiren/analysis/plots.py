@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from hetsiren.train.runio import atomic_write
+from hetsiren.rundir import atomic_write
 
 __all__ = [
     "cluster_colours",

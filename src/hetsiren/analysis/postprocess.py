@@ -40,7 +40,7 @@ from hetsiren.physics.postprocess import (
     masked_fsc,
     sharpen_map,
 )
-from hetsiren.train.runio import write_json
+from hetsiren.rundir import write_json
 
 __all__ = ["PostprocessConfig", "PostprocessResult", "postprocess_files", "postprocess_maps"]
 

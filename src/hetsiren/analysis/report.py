@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hetsiren.analysis.plots import cluster_colours
+from hetsiren.rundir import atomic_write
 from hetsiren.train.health import training_health
-from hetsiren.train.runio import atomic_write
 
 if TYPE_CHECKING:
     from hetsiren.analysis.analyze import AnalysisResult

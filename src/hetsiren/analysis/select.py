@@ -37,6 +37,13 @@ from hetsiren.analysis.landscape import LatentPCA, cluster_latent, fit_pca
 from hetsiren.errors import UserInputError
 from hetsiren.io.indices import read_indices
 from hetsiren.outputs import check_outputs
+from hetsiren.rundir import (
+    ANALYSIS_FILES,
+    analysis_folder,
+    load_latent,
+    read_run_config,
+    run_inputs,
+)
 
 __all__ = [
     "ExportResult",
@@ -54,7 +61,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_DIR = "analysis"
 Space = Literal["pca", "umap", "latent"]
 OutputFormat = Literal["star", "cs"]
 
@@ -73,14 +79,15 @@ def load_labels(run_dir: str | Path, z: np.ndarray, k: int | None = None, seed: 
             different from the stored clustering's k, the clustering is redone with it.
         seed: KMeans seed when re-clustering (default: the stored one, else 0).
     """
-    out = Path(run_dir) / ANALYSIS_DIR
+    out = analysis_folder(run_dir)
+    clusters_path = out / ANALYSIS_FILES["clusters"]
     stored: dict[str, Any] = {}
-    if (out / "clusters.json").is_file():
+    if clusters_path.is_file():
         try:
-            stored = json.loads((out / "clusters.json").read_text())
+            stored = json.loads(clusters_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            log.warning("%s: unreadable (%s); ignoring it", out / "clusters.json", exc)
-    labels_path = out / "labels.npy"
+            log.warning("%s: unreadable (%s); ignoring it", clusters_path, exc)
+    labels_path = out / ANALYSIS_FILES["labels"]
     if labels_path.is_file() and (k is None or k == stored.get("k")):
         labels = np.load(labels_path)
         if labels.shape == (len(z),):
@@ -184,7 +191,7 @@ def read_region(path: str | Path, zdim: int) -> Region:
 
 def load_pca(run_dir: str | Path, z: np.ndarray) -> LatentPCA:
     """The PCA ``analyze`` stored (``analysis/pca.npz``), or a new fit of ``z``."""
-    path = Path(run_dir) / ANALYSIS_DIR / "pca.npz"
+    path = analysis_folder(run_dir) / ANALYSIS_FILES["pca"]
     if path.is_file():
         with np.load(path) as f:
             pca = LatentPCA(mean=f["mean"], components=f["components"],
@@ -207,7 +214,7 @@ def select_region(region: Region, z: np.ndarray, run_dir: str | Path) -> np.ndar
             raise UserInputError(f"PC{max(region.axes)} does not exist for this run")
         coords = pca.transform(z)[:, [a - 1 for a in region.axes]]
     else:
-        path = Path(run_dir) / ANALYSIS_DIR / "umap.npy"
+        path = analysis_folder(run_dir) / ANALYSIS_FILES["umap"]
         if not path.is_file():
             raise UserInputError(
                 f"{path}: not found; a UMAP region needs `hetsiren analyze {run_dir} --umap` "
@@ -297,9 +304,7 @@ def export_subset(run_dir: str | Path, out_path: str | Path,
         absolute_stack_paths: write absolute image stack paths (default: relative to the
             output's folder).
     """
-    from hetsiren.analysis.analyze import load_latent
     from hetsiren.io import input_files, read_particles
-    from hetsiren.train.runio import read_run_config, run_inputs
 
     if clusters is None and indices is None and region is None:
         raise UserInputError("choose particles with --clusters, --indices or --region")

@@ -30,8 +30,8 @@ import numpy as np
 
 from hetsiren.analysis.chimerax import MapSeries, contour_level, write_movie_script
 from hetsiren.errors import UserInputError
+from hetsiren.rundir import atomic_write, load_latent, load_snapshot_latent, write_json
 from hetsiren.train.inference import MapOutput
-from hetsiren.train.runio import atomic_write, write_json
 
 __all__ = ["Trajectory", "graph_path", "interpolate", "trajectory_from_run", "write_trajectory"]
 
@@ -123,8 +123,6 @@ def trajectory_from_run(run_dir: str | Path, z_start: Sequence[float] | None = N
     """A line (``z_start``, ``z_end``; ``n`` points, default 10) or a graph path (``graph`` =
     two particle indices; at most ``n`` points) in the latent of a run (of its snapshot after
     ``epoch`` when given)."""
-    from hetsiren.analysis.analyze import load_latent
-    from hetsiren.train.runio import load_snapshot_latent
 
     z = load_latent(run_dir) if epoch is None else load_snapshot_latent(run_dir, epoch)
     zdim = z.shape[1]

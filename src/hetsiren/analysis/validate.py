@@ -29,11 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from hetsiren.analysis.analyze import load_latent
 from hetsiren.analysis.landscape import nearest_particles
 from hetsiren.analysis.plots import plot_fsc, plot_histograms
 from hetsiren.analysis.postprocess import PostprocessConfig, postprocess_maps
-from hetsiren.analysis.select import ANALYSIS_DIR, load_labels
+from hetsiren.analysis.select import load_labels
 from hetsiren.errors import UserInputError
 from hetsiren.io import input_files, read_particles, write_map
 from hetsiren.outputs import check_outputs
@@ -45,8 +44,8 @@ from hetsiren.physics.postprocess import (
     masked_fsc,
     sharpen_map,
 )
+from hetsiren.rundir import VALIDATE_DIR, analysis_folder, load_latent, locks_run, write_json
 from hetsiren.train.inference import decode_latent, load_run, read_latent_points
-from hetsiren.train.runio import locks_run, write_json
 
 __all__ = ["DEFAULT_N_PARTICLES", "MIN_RELIABLE_PARTICLES", "ValidationResult",
            "validate_point", "validate_run"]
@@ -239,5 +238,5 @@ def validate_run(run_dir: str | Path, cluster: int | None = None, z_file: str | 
         point = read_latent_points(z_file, z.shape[1])[0]
         rows, name = nearest_particles(z, point, n_particles), Path(z_file).stem
     log.info("validating %s with the %d nearest particles", name, len(rows))
-    return validate_point(run_dir, point, run_dir / ANALYSIS_DIR / "validate" / name, rows,
+    return validate_point(run_dir, point, analysis_folder(run_dir) / VALIDATE_DIR / name, rows,
                           device=device, progress=progress)

@@ -31,9 +31,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from hetsiren.train import decode_to_files, read_latent_points
-    from hetsiren.train.inference import MapOutput
-    from hetsiren.train.runio import read_run_config
+    from hetsiren.rundir import read_run_config
+    from hetsiren.train.inference import MapOutput, decode_to_files, read_latent_points
 
     zdim = int(read_run_config(args.run)["config"]["zdim"])
     z = read_latent_points(args.z, zdim)

@@ -24,7 +24,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from hetsiren.train import encode_file
+    from hetsiren.train.inference import encode_file
 
     z = encode_file(args.run, args.particles, datadir=args.datadir,
                     pixel_size_A=args.pixel_size, device=args.device,

@@ -83,8 +83,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from hetsiren.errors import UserInputError
-    from hetsiren.train import PAPER_DEFAULTS, TrainConfig, train
-    from hetsiren.train.runio import CONFIG, read_run_config
+    from hetsiren.rundir import CONFIG, read_run_config
+    from hetsiren.train.config import PAPER_DEFAULTS, TrainConfig
+    from hetsiren.train.trainer import train
 
     given = {f.name: getattr(args, f.name) for f, _ in _config_fields()
              if getattr(args, f.name) is not None}

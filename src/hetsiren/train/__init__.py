@@ -1,26 +1,11 @@
-"""Training: configuration, losses, data batches, the trainer and encode/decode."""
+"""Training: configuration (``config``), losses, the trainer and encode/decode (``inference``).
+
+Only the configuration is imported here: the run folder (``hetsiren.rundir``) records a
+``TrainConfig`` and the trainer writes the run folder, so importing the trainer from this
+package's ``__init__`` would make ``rundir → train → trainer → rundir`` a circle. Import
+``train`` from ``hetsiren.train.trainer`` and encode/decode from ``hetsiren.train.inference``.
+"""
 
 from hetsiren.train.config import PAPER_DEFAULTS, TrainConfig
-from hetsiren.train.inference import (
-    decode_latent,
-    decode_to_files,
-    encode_file,
-    encode_particles,
-    load_run,
-    read_latent_points,
-)
-from hetsiren.train.trainer import TrainingDiverged, TrainResult, train
 
-__all__ = [
-    "PAPER_DEFAULTS",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingDiverged",
-    "decode_latent",
-    "decode_to_files",
-    "encode_file",
-    "encode_particles",
-    "load_run",
-    "read_latent_points",
-    "train",
-]
+__all__ = ["PAPER_DEFAULTS", "TrainConfig"]

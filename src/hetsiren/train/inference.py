@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hetsiren.data import Batch, Preprocessing, iterate_batches
 from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
 from hetsiren.geometry import mirror_handedness
@@ -26,9 +27,7 @@ from hetsiren.model.forward import HetSIREN
 from hetsiren.model.volume import MaskedVolume
 from hetsiren.outputs import check_outputs
 from hetsiren.physics import compute_ctf, resample_map, wiener_filter
-from hetsiren.train.config import TrainConfig
-from hetsiren.train.data import Batch, Preprocessing, iterate_batches
-from hetsiren.train.runio import (
+from hetsiren.rundir import (
     MODEL,
     load_checkpoint,
     load_snapshot_decoder,
@@ -36,6 +35,7 @@ from hetsiren.train.runio import (
     run_inputs,
     write_npy,
 )
+from hetsiren.train.config import TrainConfig
 
 __all__ = [
     "MapOutput", "build_model", "check_new_output", "ctf_of", "decode_latent", "decode_to_files",

@@ -18,6 +18,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hetsiren.data import (
+    Batch,
+    Preprocessing,
+    estimate_preprocessing,
+    iterate_batches,
+    load_batch,
+)
 from hetsiren.devices import resolve_device, tune_cpu_allocator
 from hetsiren.errors import UserInputError
 from hetsiren.io import input_files, read_map, read_particles, write_cs, write_star
@@ -34,24 +41,7 @@ from hetsiren.physics import (
     resample_map,
     wiener_filter,
 )
-from hetsiren.train import losses as L
-from hetsiren.train.config import REF_AUTO, TrainConfig, resume_changes
-from hetsiren.train.data import (
-    Batch,
-    Preprocessing,
-    estimate_preprocessing,
-    iterate_batches,
-    load_batch,
-)
-from hetsiren.train.health import training_health
-from hetsiren.train.inference import (
-    build_model,
-    ctf_of,
-    encode_particles,
-    model_from_state,
-    progress_enabled,
-)
-from hetsiren.train.runio import (
+from hetsiren.rundir import (
     CONFIG,
     LATENT,
     LOG,
@@ -70,6 +60,16 @@ from hetsiren.train.runio import (
     save_snapshot,
     write_json,
     write_npy,
+)
+from hetsiren.train import losses as L
+from hetsiren.train.config import REF_AUTO, TrainConfig, resume_changes
+from hetsiren.train.health import training_health
+from hetsiren.train.inference import (
+    build_model,
+    ctf_of,
+    encode_particles,
+    model_from_state,
+    progress_enabled,
 )
 
 __all__ = ["TrainResult", "TrainingDiverged", "train"]
@@ -361,7 +361,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
           progress: bool | None = None, allow_changes: tuple[str, ...] = ()) -> TrainResult:
     """Train HetSIREN on ``cfg.particles`` and write the run directory.
 
-    The folder is locked for the whole call (:class:`~hetsiren.train.runio.RunLock`). A folder
+    The folder is locked for the whole call (:class:`~hetsiren.rundir.RunLock`). A folder
     left by a run interrupted before its first checkpoint (``config.json``, no ``model.pt``)
     is started again from scratch, with a warning, by a plain call or by ``resume``.
 

@@ -1,4 +1,4 @@
-"""Training data: particle batches as plain tensors, preprocessed the same way every time.
+"""Particle batches as plain tensors, preprocessed the same way every time.
 
 Images are read lazily from their stacks in batches, Fourier-cropped to the training box (the
 pixel size grows by D/d), their background mean is removed per image and they are divided by
@@ -22,7 +22,8 @@ from hetsiren.geometry import grid_coordinates, shifts_A_to_px
 from hetsiren.io.particles import ParticleSet
 from hetsiren.physics import fourier_crop
 
-__all__ = ["Batch", "Preprocessing", "iterate_batches", "load_batch", "estimate_preprocessing"]
+__all__ = ["Batch", "Preprocessing", "common_pixel_size_A", "estimate_preprocessing",
+           "iterate_batches", "load_batch"]
 
 # Pixels farther than this fraction of the half-box from the centre count as background for
 # the normalisation (RELION's default background radius is 0.75 of the half box; the outer
@@ -30,6 +31,10 @@ __all__ = ["Batch", "Preprocessing", "iterate_batches", "load_batch", "estimate_
 _BACKGROUND_RADIUS_FRACTION = 0.85
 # Particles read to estimate the noise level.
 _NOISE_SAMPLE = 1000
+# Relative spread of pixel sizes still taken as one pixel size: values written with 4-6
+# digits by different tools differ by ~1e-4 relative; optics groups with really different
+# magnifications differ by 1e-2 and more.
+_PIXEL_SIZE_RTOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,20 @@ def _crop_and_centre(raw: np.ndarray, box: int, background: torch.Tensor) -> tor
     return images - images[:, background].mean(1)[:, None, None]
 
 
+def common_pixel_size_A(particles: ParticleSet) -> float:
+    """The one pixel size (Å) of all images of ``particles``; error when they have several.
+
+    Sizes within a relative spread of ``_PIXEL_SIZE_RTOL`` count as one (the first
+    particle's, to 6 decimals); training, reconstruction and encoding all apply this rule.
+    """
+    sizes = np.asarray(particles.pixel_size_A, dtype=np.float64).reshape(-1)
+    if np.ptp(sizes) > _PIXEL_SIZE_RTOL * sizes.max():
+        raise UserInputError(
+            f"particles have different pixel sizes ({sizes.min():g}–{sizes.max():g} Å): use "
+            "one optics group (one pixel size) at a time")
+    return float(np.round(sizes[0], 6))  # as files state it (<= 6 decimals)
+
+
 def estimate_preprocessing(particles: ParticleSet, box: int | None, seed: int = 0
                            ) -> Preprocessing:
     """Choose the training box and estimate the global noise level from a sample of images."""
@@ -93,11 +112,7 @@ def estimate_preprocessing(particles: ParticleSet, box: int | None, seed: int = 
     box = box or box_in
     if box > box_in:
         raise UserInputError(f"--box {box} is larger than the images' box {box_in}")
-    pixel_sizes = np.unique(np.round(particles.pixel_size_A, 6))
-    if len(pixel_sizes) != 1:
-        raise UserInputError(
-            f"images have several pixel sizes {pixel_sizes.tolist()} Å: train on one optics "
-            "group's pixel size at a time")
+    pixel_size_A = common_pixel_size_A(particles)
     rng = np.random.default_rng(seed)
     n = particles.n_particles
     sample = np.sort(rng.choice(n, size=min(n, _NOISE_SAMPLE), replace=False))
@@ -109,7 +124,7 @@ def estimate_preprocessing(particles: ParticleSet, box: int | None, seed: int = 
         raise UserInputError("images are constant or contain NaN/Inf values")
     if noise_std < 1e-3 * overall_std:  # noise-free (simulated) data: scale by the signal
         noise_std = overall_std
-    return Preprocessing(box_in=box_in, box=box, pixel_size_in_A=float(pixel_sizes[0]),
+    return Preprocessing(box_in=box_in, box=box, pixel_size_in_A=pixel_size_A,
                          noise_std=noise_std)
 
 

@@ -1,4 +1,7 @@
-"""Run-directory files, written atomically (temp file in the same folder, then rename).
+"""The run folder: every file name in it, and reading and writing its files.
+
+Nothing else knows the layout of RUN/: code that needs a file of a run asks this module for
+its name or path. Files are written atomically (temp file in the same folder, then rename).
 
 Layout (DESIGN.md contract)::
 
@@ -11,6 +14,13 @@ Layout (DESIGN.md contract)::
     RUN/snapshots/decoder.EEE.pt   the decoder's weights after epoch EEE (float32 state dict)
     RUN/particles_subset.star|.cs  the particles trained on, with ``train --indices``
     RUN/.lock              pid, host and command of the process writing the run (while it does)
+    RUN/analysis/          ``hetsiren analyze`` (RUN/analysis.EEE: of the snapshot after EEE)
+        pca.npz, pca_coords.npy, umap.npy, labels.npy, clusters.json, clusters.csv,
+        clusters/cluster_NN.mrc, surfaces/cluster_NN.png, pcN/pcN_NN.mrc, pc_samples.json,
+        chimerax.cxc, report.html, hetsiren_analysis.ipynb, summary.json, *.png
+        landscape/         ``hetsiren landscape`` (map-space landscape)
+        convergence/       ``hetsiren convergence`` (snapshots compared)
+        validate/NAME/     ``hetsiren validate`` (decoded map vs nearby particles)
 
 Only one process writes a run folder at a time: :class:`RunLock` (held by ``train``,
 ``analyze`` and ``validate``) gives a second writer a clear error naming the holder, and
@@ -39,8 +49,10 @@ from hetsiren.errors import UserInputError
 from hetsiren.outputs import TMP_MARK, atomic_path, describe_os_error, honour_umask
 
 __all__ = [
-    "CONFIG", "LATENT", "LOCK", "LOG", "MODEL", "POSES", "RUN_FILES", "SNAPSHOTS", "SUBSET",
-    "RunLock", "atomic_write", "load_checkpoint", "load_snapshot_decoder",
+    "ANALYSIS_DIR", "ANALYSIS_FILES", "CONFIG", "CONVERGENCE_DIR", "LANDSCAPE_DIR", "LATENT",
+    "LOCK", "LOG", "MODEL", "NOTEBOOK", "POSES", "RUN_FILES", "SNAPSHOTS", "SUBSET",
+    "VALIDATE_DIR", "RunLock", "analysis_folder", "atomic_write", "cluster_map_name",
+    "load_latent", "pc_map_name", "load_checkpoint", "load_snapshot_decoder",
     "load_snapshot_latent", "locks_run", "read_run_config", "read_training_log",
     "remove_stale_temporaries", "run_inputs", "save_checkpoint", "save_snapshot",
     "snapshot_epochs", "write_json", "write_npy",
@@ -59,6 +71,39 @@ SUBSET = "particles_subset"
 """Stem of the particle file written by ``train --indices`` (suffix of the input's format)."""
 # Prefix of the decoder's parameters in the model's state dict (all a snapshot keeps).
 _DECODER_KEYS = "net.decoder."
+
+ANALYSIS_DIR = "analysis"
+"""``RUN/analysis``: what ``hetsiren analyze`` writes (``analysis.EEE`` for a snapshot)."""
+LANDSCAPE_DIR, CONVERGENCE_DIR, VALIDATE_DIR = "landscape", "convergence", "validate"
+"""Sub-folders of the analysis folder written by ``landscape``, ``convergence``, ``validate``."""
+NOTEBOOK = "hetsiren_analysis.ipynb"
+ANALYSIS_FILES = {
+    "pca": "pca.npz", "pca_coords": "pca_coords.npy", "umap": "umap.npy",
+    "labels": "labels.npy", "clusters": "clusters.json", "clusters_csv": "clusters.csv",
+    "cluster_maps": "clusters", "surfaces": "surfaces", "pc_samples": "pc_samples.json",
+    "chimerax": "chimerax.cxc", "report": "report.html", "notebook": NOTEBOOK,
+    "summary": "summary.json", "landscape_pca": "landscape_pca.png",
+    "density_pca": "density_pca.png", "landscape_umap": "landscape_umap.png",
+    "density_umap": "density_umap.png", "explained_variance": "explained_variance.png",
+    "training_curves": "training_curves.png",
+}
+"""File (or folder) names inside an analysis folder, by the key ``analyze`` reports them under."""
+
+
+def analysis_folder(run_dir: str | Path, epoch: int | None = None) -> Path:
+    """``RUN/analysis``, or ``RUN/analysis.EEE`` for the snapshot after epoch EEE."""
+    return Path(run_dir) / (ANALYSIS_DIR if epoch is None else f"{ANALYSIS_DIR}.{epoch:03d}")
+
+
+def cluster_map_name(i: int) -> str:
+    """Path of cluster ``i``'s map relative to the analysis folder."""
+    return f"{ANALYSIS_FILES['cluster_maps']}/cluster_{i:02d}.mrc"
+
+
+def pc_map_name(pc: int, i: int) -> str:
+    """Path of the ``i``-th map sampled along PC ``pc`` (1-based) relative to the analysis
+    folder."""
+    return f"pc{pc}/pc{pc}_{i:02d}.mrc"
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -94,6 +139,22 @@ def run_record(config: dict[str, Any], preprocessing: dict[str, Any]) -> dict[st
 def run_inputs(run_dir: str | Path) -> list[Path]:
     """The files of a run that exist: what a command reading the run must not overwrite."""
     return [p for p in (Path(run_dir) / name for name in RUN_FILES) if p.exists()]
+
+
+def load_latent(run_dir: str | Path) -> np.ndarray:
+    """``RUN/latent.npy`` as ``(N, zdim)`` float32, checked."""
+    path = Path(run_dir) / LATENT
+    if not path.is_file():
+        raise UserInputError(f"{path}: not found; has training finished (hetsiren train)?")
+    try:
+        z = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{path}: cannot read the latent vectors ({exc})") from exc
+    if z.ndim != 2 or len(z) == 0:
+        raise UserInputError(f"{path}: expected an (N, zdim) array, got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise UserInputError(f"{path}: contains NaN or Inf; the run may have diverged")
+    return z.astype(np.float32, copy=False)
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
