@@ -13,6 +13,8 @@ Layout (DESIGN.md contract)::
     RUN/snapshots/latent.EEE.npy   float16 [N, zdim] latent after epoch EEE (every few epochs)
     RUN/snapshots/decoder.EEE.pt   the decoder's weights after epoch EEE (float32 state dict)
     RUN/particles_subset.star|.cs  the particles trained on, with ``train --indices``
+    RUN/cache/KEY/         preprocessed training images (``hetsiren.data.cache``; unless
+                           ``--cache-dir`` puts them elsewhere)
     RUN/.lock              pid, host and command of the process writing the run (while it does)
     RUN/analysis/          ``hetsiren analyze`` (RUN/analysis.EEE: of the snapshot after EEE)
         pca.npz, pca_coords.npy, umap.npy, labels.npy, clusters.json, clusters.csv,
@@ -50,7 +52,7 @@ from hetsiren.outputs import TMP_MARK, atomic_path, describe_os_error, honour_um
 
 __all__ = [
     "ANALYSIS_DIR", "ANALYSIS_FILES", "CONFIG", "CONVERGENCE_DIR", "LANDSCAPE_DIR", "LATENT",
-    "LOCK", "LOG", "MODEL", "NOTEBOOK", "POSES", "RUN_FILES", "SNAPSHOTS", "SUBSET",
+    "CACHE", "LOCK", "LOG", "MODEL", "NOTEBOOK", "POSES", "RUN_FILES", "SNAPSHOTS", "SUBSET",
     "VALIDATE_DIR", "RunLock", "analysis_folder", "atomic_write", "cluster_map_name",
     "load_latent", "pc_map_name", "load_checkpoint", "load_snapshot_decoder",
     "load_snapshot_latent", "locks_run", "read_run_config", "read_training_log",
@@ -67,6 +69,8 @@ RUN_FILES = (CONFIG, MODEL, LATENT, LOG, POSES)
 # What a checkpoint holds (save_checkpoint).
 _CHECKPOINT_KEYS = ("model", "optimizer", "epoch")
 SNAPSHOTS = "snapshots"
+CACHE = "cache"
+"""``RUN/cache``: preprocessed-image caches (``hetsiren.data.cache``) unless ``--cache-dir``."""
 SUBSET = "particles_subset"
 """Stem of the particle file written by ``train --indices`` (suffix of the input's format)."""
 # Prefix of the decoder's parameters in the model's state dict (all a snapshot keeps).

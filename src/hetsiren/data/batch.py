@@ -1,6 +1,7 @@
 """Particle batches as plain tensors, preprocessed the same way every time.
 
-Images are read lazily from their stacks in batches, Fourier-cropped to the training box (the
+Images are read lazily from their stacks (or, preprocessed, from the cache: ``data/cache.py``)
+in batches, Fourier-cropped to the training box (the
 pixel size grows by D/d), their background mean is removed per image and they are divided by
 one global noise estimate. That preprocessing is recorded (:class:`Preprocessing`) in the run's
 config so that ``encode`` treats new particles identically.
@@ -9,10 +10,9 @@ config so that ``encode`` treats new particles identically.
 from __future__ import annotations
 
 import functools
-import queue
 import threading
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,8 +22,8 @@ from hetsiren.geometry import grid_coordinates, shifts_A_to_px
 from hetsiren.io.particles import ParticleSet
 from hetsiren.physics import fourier_crop
 
-__all__ = ["Batch", "Preprocessing", "common_pixel_size_A", "estimate_preprocessing",
-           "iterate_batches", "load_batch"]
+__all__ = ["Batch", "PreprocessedImages", "Preprocessing", "StackImages", "common_pixel_size_A",
+           "estimate_preprocessing", "host_batch", "load_batch"]
 
 # Pixels farther than this fraction of the half-box from the centre count as background for
 # the normalisation (RELION's default background radius is 0.75 of the half box; the outer
@@ -74,6 +74,18 @@ class Batch:
     ctf: dict[str, torch.Tensor] | None
     """CTF parameters, each ``(b,)``: defocus_u_A, defocus_v_A, astigmatism_angle_rad,
     voltage_kv, cs_mm, amplitude_contrast, phase_shift_rad, bfactor_A2."""
+
+    def _map(self, fn) -> Batch:
+        return Batch(indices=fn(self.indices), images=fn(self.images),
+                     rotations=fn(self.rotations), shifts_px=fn(self.shifts_px),
+                     ctf=None if self.ctf is None else {k: fn(v) for k, v in self.ctf.items()})
+
+    def to(self, device: torch.device) -> Batch:
+        """On ``device``; from pinned memory the copies are asynchronous."""
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> Batch:
+        return self._map(lambda t: t.pin_memory())
 
 
 @functools.lru_cache(maxsize=4)
@@ -128,12 +140,38 @@ def estimate_preprocessing(particles: ParticleSet, box: int | None, seed: int = 
                          noise_std=noise_std)
 
 
-def load_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
-               device: torch.device) -> Batch:
-    """Read, preprocess and move one batch of particles to ``device``."""
+class PreprocessedImages(Protocol):
+    """Where a batch's preprocessed images come from: the stacks (:class:`StackImages`) or
+    the cache (:class:`~hetsiren.data.cache.ImageCache`)."""
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        """``(b,)`` particle indices → ``(b, d, d)`` float32 preprocessed images."""
+        ...
+
+
+class StackImages:
+    """Images read from their stacks and preprocessed on the fly (safe from several threads:
+    the reads take turns, the Fourier crops run in parallel)."""
+
+    def __init__(self, particles: ParticleSet, prep: Preprocessing) -> None:
+        if particles.images is None:
+            raise UserInputError("the particle file has no images")
+        self.particles, self.prep = particles, prep
+        self._lock = threading.Lock()  # MrcImageSource keeps an LRU of open files
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        assert self.particles.images is not None
+        with self._lock:
+            raw = self.particles.images.read(np.asarray(indices))
+        return _crop_and_centre(raw, self.prep.box,
+                                _background_mask(self.prep.box)) / self.prep.noise_std
+
+
+def host_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
+               images: PreprocessedImages, pin_memory: bool = False) -> Batch:
+    """One batch in host memory (pinned for fast, asynchronous copies to a GPU if asked)."""
     indices = np.asarray(indices)
-    images = _crop_and_centre(particles.images.read(indices), prep.box,
-                              _background_mask(prep.box)) / prep.noise_std
+    pixels = images.read(indices)
     if particles.rotations is not None:
         rotations = torch.from_numpy(particles.rotations[indices]).float()
         shifts = torch.from_numpy(
@@ -144,51 +182,16 @@ def load_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
     ctf = None
     if particles.ctf is not None:
         sub = particles.ctf.subset(indices)
-        ctf = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device)
+        ctf = {k: torch.from_numpy(np.asarray(v, dtype=np.float32))
                for k, v in asdict(sub).items()}
-    return Batch(
-        indices=torch.from_numpy(indices).to(device),
-        images=images.to(device, non_blocking=True),
-        rotations=rotations.to(device),
-        shifts_px=shifts.to(device),
-        ctf=ctf,
-    )
+    batch = Batch(indices=torch.from_numpy(indices), images=pixels, rotations=rotations,
+                  shifts_px=shifts, ctf=ctf)
+    return batch.pin_memory() if pin_memory else batch
 
 
-def iterate_batches(particles: ParticleSet, prep: Preprocessing, order: np.ndarray,
-                    batch_size: int, device: torch.device, prefetch: int = 2
-                    ) -> Iterator[Batch]:
-    """Batches of ``order`` (particle indices) with reading done in a background thread.
-
-    Reading from memory-mapped stacks and the FFT crop release the GIL, so one reader thread
-    overlaps them with the training step.
-    """
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-
-    def reader():
-        try:
-            for chunk in chunks:
-                if stop.is_set():
-                    return
-                q.put(load_batch(particles, prep, chunk, device))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put(exc)
-            return
-        q.put(None)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a reader waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
+def load_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
+               device: torch.device, images: PreprocessedImages | None = None) -> Batch:
+    """Read (from ``images``, default the stacks), preprocess and move one batch to
+    ``device``."""
+    images = images if images is not None else StackImages(particles, prep)
+    return host_batch(particles, prep, indices, images).to(device)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hetsiren.data import Batch, Preprocessing, iterate_batches
+from hetsiren.data import Batch, Preprocessing, find_cache, iterate_batches
+from hetsiren.data.batch import PreprocessedImages
 from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError
 from hetsiren.geometry import mirror_handedness
@@ -28,6 +29,7 @@ from hetsiren.model.volume import MaskedVolume
 from hetsiren.outputs import check_outputs
 from hetsiren.physics import compute_ctf, resample_map, wiener_filter
 from hetsiren.rundir import (
+    CACHE,
     MODEL,
     load_checkpoint,
     load_snapshot_decoder,
@@ -36,6 +38,7 @@ from hetsiren.rundir import (
     write_npy,
 )
 from hetsiren.train.config import TrainConfig
+from hetsiren.train.distributed import Dist, gather_rows, share
 
 __all__ = [
     "MapOutput", "build_model", "check_new_output", "ctf_of", "decode_latent", "decode_to_files",
@@ -100,30 +103,47 @@ def ctf_of(batch: Batch, prep: Preprocessing, cfg: TrainConfig) -> torch.Tensor 
 @torch.no_grad()
 def encode_particles(model: HetSIREN, particles: ParticleSet, prep: Preprocessing,
                      cfg: TrainConfig, device: torch.device, batch_size: int = 64,
-                     progress: bool | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     progress: bool | None = None, images: PreprocessedImages | None = None,
+                     dist: Dist | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Latent vectors (and pose corrections) of every particle, in input order.
+
+    Args:
+        images: where the preprocessed images come from (default: the stacks; the run's
+            cache for its training particles).
+        dist: with several processes, each encodes a contiguous share and every process
+            gets the whole set back.
 
     Returns:
         ``(N, zdim)`` float32 z, ``(N, 3)`` Δangles (radians), ``(N, 2)`` Δshifts (pixels).
     """
+    dist = dist or Dist()
     model.eval()
-    n = particles.n_particles
+    rows = share(particles.n_particles, dist)
     zs, des, dss = [], [], []
-    bar = tqdm(total=n, desc="encoding", unit="img", disable=not progress_enabled(progress),
-               leave=False)
-    for batch in iterate_batches(particles, prep, np.arange(n), batch_size, device):
-        ctf = ctf_of(batch, prep, cfg)
-        images = batch.images if (ctf is None or cfg.ctf_mode != "wiener") else wiener_filter(
-            batch.images, ctf)
-        z, de, ds = model.net.encode(images)
-        zs.append(z.float().cpu())
-        des.append(de.float().cpu())
-        dss.append(ds.float().cpu())
-        bar.update(len(batch.indices))
+    bar = tqdm(total=len(rows), desc="encoding", unit="img",
+               disable=not progress_enabled(progress), leave=False)
+    chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    with torch.no_grad():
+        for batch in iterate_batches(particles, prep, chunks, device, images=images):
+            ctf = ctf_of(batch, prep, cfg)
+            pixels = batch.images if (ctf is None or cfg.ctf_mode != "wiener") else \
+                wiener_filter(batch.images, ctf)
+            z, de, ds = model.net.encode(pixels)
+            zs.append(z.float().cpu())
+            des.append(de.float().cpu())
+            dss.append(ds.float().cpu())
+            bar.update(len(batch.indices))
     bar.close()
-    return (torch.cat(zs).numpy().astype(np.float32), torch.cat(des).numpy(),
-            torch.cat(dss).numpy())
+    out = [torch.cat(parts).numpy() if parts else np.zeros((0, width), np.float32)
+           for parts, width in ((zs, model.net.config.zdim), (des, 3), (dss, 2))]
+    n = particles.n_particles
+    z, d_euler, d_shift = (gather_rows(a.astype(np.float32), n, dist, device) for a in out)
+    return z, d_euler, d_shift
+
+
+def cache_root(cfg: TrainConfig, run_dir: str | Path) -> Path:
+    """The folder holding a run's image caches (``--cache-dir``, else ``RUN/cache``)."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(run_dir) / CACHE
 
 
 def load_run(run_dir: str | Path, device: str = "auto", epoch: int | None = None
@@ -181,7 +201,12 @@ def encode_file(run_dir: str | Path, particles_path: str | Path, datadir: str | 
         raise UserInputError(
             f"{particles_path}: pixel size {float(particles.pixel_size_A[0]):.4g} Å differs "
             f"from the training data's {prep.pixel_size_in_A:.4g} Å")
-    z, _, _ = encode_particles(model, particles, prep, cfg, dev, batch_size=batch_size)
+    images = None
+    if cfg.cache and Path(particles_path).resolve() == Path(cfg.particles):
+        cache = find_cache(particles, prep.box, cache_root(cfg, run_dir), cfg.cache_dtype)
+        images = cache.for_preprocessing(prep) if cache is not None else None
+    z, _, _ = encode_particles(model, particles, prep, cfg, dev, batch_size=batch_size,
+                               images=images)
     bad = ~np.isfinite(z).all(axis=1)
     if bad.any():
         raise UserInputError(
