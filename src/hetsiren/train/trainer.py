@@ -104,6 +104,8 @@ class TrainResult:
     latent: np.ndarray
     first_epoch: int = 0
     """Epochs it held before this call (0 for a new run): this call trained the rest."""
+    main_process: bool = True
+    """False in the other processes of a multi-process run (rank 0 reports)."""
 
 
 # Weighting of the --ref auto V0. Still the fixed Wiener constant: with the SNR-weighted V0
@@ -629,7 +631,7 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, prep:
         if cfg.refine_pose:
             _write_refined_poses(run_dir, particles, prep, d_euler, d_shift)
     return TrainResult(run_dir=run_dir, epochs_done=cfg.epochs, latent=z,
-                       first_epoch=start_epoch)
+                       first_epoch=start_epoch, main_process=dist.is_main)
 
 
 def _write_refined_poses(run_dir: Path, particles: ParticleSet, prep: Preprocessing,
