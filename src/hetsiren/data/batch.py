@@ -31,6 +31,8 @@ __all__ = ["Batch", "PreprocessedImages", "Preprocessing", "StackImages", "commo
 _BACKGROUND_RADIUS_FRACTION = 0.85
 # Particles read to estimate the noise level.
 _NOISE_SAMPLE = 1000
+# Images cropped at once by estimate_preprocessing.
+_READ_BATCH = 64
 # Relative spread of pixel sizes still taken as one pixel size: values written with 4-6
 # digits by different tools differ by ~1e-4 relative; optics groups with really different
 # magnifications differ by 1e-2 and more.
@@ -129,7 +131,9 @@ def estimate_preprocessing(particles: ParticleSet, box: int | None, seed: int = 
     n = particles.n_particles
     sample = np.sort(rng.choice(n, size=min(n, _NOISE_SAMPLE), replace=False))
     background = _background_mask(box)
-    images = _crop_and_centre(particles.images.read(sample), box, background)
+    # in batches: the FFTs of 1000 large images at once run ~3x slower per image
+    images = torch.cat([_crop_and_centre(particles.images.read(sample[i:i + _READ_BATCH]), box,
+                                         background) for i in range(0, len(sample), _READ_BATCH)])
     noise_std = float(images[:, background].std())
     overall_std = float(images.std())
     if not np.isfinite(overall_std) or overall_std == 0:

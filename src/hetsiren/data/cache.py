@@ -59,6 +59,9 @@ CACHE_FILES = (IMAGES, RECORD)
 CACHE_FORMAT = 1
 # Images per chunk: the unit of progress and of the checksums (~32 MB at 128 px, float16).
 CHUNK = 1024
+# Images read and cropped at once while building: the FFTs of 1024 images of 256 px run 3x
+# slower per image than of 64 (their 0.5 GB spectra leave the CPU caches).
+_READ_BATCH = 64
 # Chunks whose checksum is verified each time a complete cache is opened (plus the last):
 # catches a truncated or overwritten file in well under a second at any size.
 _VERIFY_CHUNKS = 8
@@ -297,7 +300,8 @@ def _build(folder: Path, particles: ParticleSet, inputs: dict[str, Any], progres
 
     def load(k: int) -> np.ndarray:
         rows = np.arange(k * CHUNK, min((k + 1) * CHUNK, n))
-        return source.read(rows).numpy().astype(images.dtype)
+        return np.concatenate([source.read(rows[i:i + _READ_BATCH]).numpy().astype(images.dtype)
+                               for i in range(0, len(rows), _READ_BATCH)])
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         futures = [pool.submit(load, k) for k in range(done, min(done + workers + 1, n_chunks))]

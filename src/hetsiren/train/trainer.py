@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +47,7 @@ from hetsiren.physics import (
     wiener_filter,
 )
 from hetsiren.rundir import (
+    CACHE,
     CONFIG,
     LATENT,
     LOG,
@@ -443,8 +445,15 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
     kept: dict[str, object] = {}
 
     def set_up() -> tuple:
-        new_cfg, prep, start, model, optimizer = _set_up(cfg, run_dir, particles, resume,
-                                                         progress, allow_changes, device)
+        own_cache = run_dir / CACHE
+        made_cache = cfg.cache and not cfg.cache_dir and not own_cache.exists()
+        try:
+            new_cfg, prep, start, model, optimizer = _set_up(cfg, run_dir, particles, resume,
+                                                             progress, allow_changes, device)
+        except BaseException:
+            if made_cache and not (run_dir / CONFIG).exists():
+                shutil.rmtree(own_cache, ignore_errors=True)  # a refused run leaves nothing
+            raise
         kept.update(model=model, optimizer=optimizer)
         # what the other ranks need to start from the same state (CPU copies, pickled once)
         state = ({"model": {k: v.cpu() for k, v in model.state_dict().items()},
