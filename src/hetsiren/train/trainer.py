@@ -607,6 +607,8 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, prep:
         seconds = time.perf_counter() - t0
         entry = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
                  "seconds": seconds, "images_per_s": n / seconds}
+        if device.type == "cuda":  # rank 0's GPU; the ranks' loads are alike
+            entry["gpu_memory_peak_GB"] = torch.cuda.max_memory_allocated(device) / 1e9
         history.append(entry)
         warning = training_health(history)
         if warning:
