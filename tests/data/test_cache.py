@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pytest
 
-from conftest import cli_env
 from hetsiren.data import cache as C
 from hetsiren.data.batch import StackImages, estimate_preprocessing
 from hetsiren.io import read_particles
@@ -129,12 +128,13 @@ _SLOW_BUILD = textwrap.dedent("""
 """)
 
 
-def test_a_build_killed_midway_resumes(particles, tmp_path, small_chunks, caplog):
+def test_a_build_killed_midway_resumes(particles, tmp_path, small_chunks, caplog,
+                                        cli_environ):
     script = tmp_path / "build.py"
     script.write_text(_SLOW_BUILD)
     root = tmp_path / "root"
     proc = subprocess.Popen([sys.executable, str(script), particles.metadata["path"], str(BOX),
-                             str(root)], env=cli_env())
+                             str(root)], env=cli_environ)
     record_path = root / C.cache_key(particles, BOX) / C.RECORD
     deadline = time.time() + 120
     done = 0

@@ -14,32 +14,31 @@ import pandas as pd
 import pytest
 import starfile
 
-from conftest import SHARED_DATA
 from hetsiren.errors import UserInputError
 from hetsiren.io import read_particles
 from hetsiren.io.star import read_star_blocks
-
-SHARED_STARS = sorted(p for folder in ("formats", "more", "conformance")
-                      for p in (SHARED_DATA / folder).glob("*.star"))
 
 
 def _assert_same_blocks(path: Path) -> dict:
     expected = starfile.read(path, always_dict=True)
     got = read_star_blocks(path)
-    assert list(got) == list(expected)
+    assert list(got) == list(expected), path
     for name, block in expected.items():
         if isinstance(block, pd.DataFrame):
-            pd.testing.assert_frame_equal(got[name], block, check_exact=True)
+            pd.testing.assert_frame_equal(got[name], block, check_exact=True,
+                                          obj=f"{path.name}: data_{name}")
         else:
-            assert got[name] == block, name
+            assert got[name] == block, (path, name)
     return got
 
 
-@pytest.mark.skipif(not SHARED_STARS, reason="shared data not found")
-@pytest.mark.parametrize("path", SHARED_STARS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_same_tables_as_starfile_on_shared_files(path):
-    got = _assert_same_blocks(path)
-    assert any(isinstance(b, pd.DataFrame) and len(b) for b in got.values())
+def test_same_tables_as_starfile_on_shared_files(formats_dir):
+    stars = sorted(p for folder in ("formats", "more", "conformance")
+                   for p in (formats_dir.parent / folder).glob("*.star"))
+    assert len(stars) >= 10
+    for path in stars:
+        got = _assert_same_blocks(path)
+        assert any(isinstance(b, pd.DataFrame) and len(b) for b in got.values()), path
 
 
 def test_same_tables_as_starfile_on_the_unusual(tmp_path):

@@ -13,7 +13,6 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import cli_env
 from hetsiren.errors import UserInputError
 from hetsiren.train.distributed import Dist, check_split, rank_batches, share
 
@@ -98,11 +97,11 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def test_collectives_in_two_processes(tmp_path):
+def test_collectives_in_two_processes(tmp_path, cli_environ):
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node", "2", str(script)], env=cli_env(),
+                          "--nproc_per_node", "2", str(script)], env=cli_environ,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "rank 0 ok" in res.stdout and "rank 1 ok" in res.stdout

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli_env
 from hetsiren.io.mrc import MrcImageSource
 from hetsiren.rundir import CONFIG, LATENT, LOCK, LOG, MODEL, load_checkpoint
 from hetsiren.simulate import SimulationSpec, simulate_phantom
@@ -84,10 +83,10 @@ def _train_args(star: Path, run: Path, epochs: int, *extra) -> list:
             "--snapshot-every", "0", *extra]
 
 
-def test_two_processes_write_one_coherent_run(tiny_dataset, tmp_path):
+def test_two_processes_write_one_coherent_run(tiny_dataset, tmp_path, cli_environ):
     star = tiny_dataset / "particles.star"
     run = tmp_path / "run2"
-    res = subprocess.run(_torchrun(2, *_train_args(star, run, 2)), env=cli_env(),
+    res = subprocess.run(_torchrun(2, *_train_args(star, run, 2)), env=cli_environ,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("trained 2 epochs") == 1  # rank 0 reports
@@ -102,7 +101,7 @@ def test_two_processes_write_one_coherent_run(tiny_dataset, tmp_path):
     np.testing.assert_allclose(encode_file(run, star, device="cpu"), z, atol=1e-5)
     # the same global batches as one process: the same losses (up to summation order)
     one = tmp_path / "run1"
-    res = subprocess.run(_torchrun(1, *_train_args(star, one, 2)), env=cli_env(),
+    res = subprocess.run(_torchrun(1, *_train_args(star, one, 2)), env=cli_environ,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     for a, b in zip(_log(one), _log(run), strict=True):
@@ -142,10 +141,10 @@ def slow_star(tmp_path_factory):
     return out / "particles.star"
 
 
-def test_kill_one_rank_then_resume_with_another_world_size(slow_star, tmp_path):
+def test_kill_one_rank_then_resume_with_another_world_size(slow_star, tmp_path, cli_environ):
     run = tmp_path / "run"
     args = _train_args(slow_star, run, 4)
-    agent = subprocess.Popen(_torchrun(2, *args), env=cli_env(), stdout=subprocess.PIPE,
+    agent = subprocess.Popen(_torchrun(2, *args), env=cli_environ, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
@@ -161,7 +160,7 @@ def test_kill_one_rank_then_resume_with_another_world_size(slow_star, tmp_path):
     done = load_checkpoint(run)["epoch"]
     assert 1 <= done < 4, done
     # --resume on one process (any world size): the run goes on from its checkpoint
-    res = subprocess.run(_torchrun(1, *args, "--resume"), env=cli_env(),
+    res = subprocess.run(_torchrun(1, *args, "--resume"), env=cli_environ,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert [e["epoch"] for e in _log(run)] == [1, 2, 3, 4]
@@ -169,14 +168,14 @@ def test_kill_one_rank_then_resume_with_another_world_size(slow_star, tmp_path):
     assert not (run / LOCK).exists()
     # and on two again, for more epochs
     more = [a if a != 4 else 5 for a in args]
-    res = subprocess.run(_torchrun(2, *more, "--resume"), env=cli_env(),
+    res = subprocess.run(_torchrun(2, *more, "--resume"), env=cli_environ,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert [e["epoch"] for e in _log(run)] == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.slow
-def test_two_processes_find_the_landscape_one_process_finds(tmp_path):
+def test_two_processes_find_the_landscape_one_process_finds(tmp_path, cli_environ):
     """ARI of KMeans(3) on the latent vs the true states, 1 vs 2 processes, seeds 1-3 (the
     CI-sized run of test_trainer.py: 1000 particles, 32 px, SNR 2, 30 epochs)."""
     from sklearn.cluster import KMeans
@@ -194,7 +193,7 @@ def test_two_processes_find_the_landscape_one_process_finds(tmp_path):
             args = [data / "particles.star", "-o", run, "--zdim", "4", "--epochs", 30,
                     "--seed", seed, "--ref", "auto", "--pose-decoupling", "0",
                     "--ctf-decoupling", "0", "--device", "cpu"]
-            res = subprocess.run(_torchrun(nproc, *args), env=cli_env(), capture_output=True,
+            res = subprocess.run(_torchrun(nproc, *args), env=cli_environ, capture_output=True,
                                  text=True, timeout=3600)
             assert res.returncode == 0, res.stderr
             labels = KMeans(3, n_init=10, random_state=0).fit_predict(np.load(run / LATENT))
