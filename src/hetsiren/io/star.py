@@ -211,8 +211,9 @@ def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame | dict[str, Any
     """Every data block of a STAR file: ``loop_`` tables as DataFrames, the others as dicts.
 
     The same tables as ``starfile.read(path, always_dict=True)`` (checked on every shared
-    file by the tests), 3-5x faster on large files: the loop bodies go straight from the file
-    to pandas' C parser, with no Python loop over their lines and no copy of their text.
+    file by the tests), ~3x faster on large files (1e5 rows: 0.30 s against 0.99 s): the loop
+    bodies go straight from the file to pandas' C parser, with no Python loop over their lines
+    and no copy of their text.
     """
     path = Path(path)
     if not path.is_file():
