@@ -149,7 +149,7 @@ def test_kill_one_rank_then_resume_with_another_world_size(slow_star, tmp_path, 
     try:
         deadline = time.time() + 300
         ranks = _rank_pids(agent.pid, deadline)
-        while not (run / LOG).is_file() and agent.poll() is None and time.time() < deadline:
+        while not (run / MODEL).is_file() and agent.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         os.kill(ranks[1], signal.SIGKILL)
         _, err = agent.communicate(timeout=300)
