@@ -10,8 +10,16 @@ stack gets real random data written (the page cache then holds it: a warm-cache 
 Each measurement runs in a fresh Python process so peak RSS (``ru_maxrss``) belongs to it;
 ``tracemalloc`` gives the peak of Python allocations in a second, separate run.
 
+With ``--loader`` it measures the training loader instead: ``--loader-images`` dense random
+images at ``--loader-box-in`` px (real data on disk, page cache warm), Fourier-cropped to
+``--loader-box``, delivered in training batches (poses, shifts, CTF as tensors) by
+``hetsiren.data.loader.iterate_batches``: one epoch from the original stacks, the cache
+build, then epochs from the cache (images/s of the loader alone, no training step).
+
     .venv/bin/python benchmarks/bench_io.py                      # 1M particles, 1000 stacks
     .venv/bin/python benchmarks/bench_io.py --stacks 100 --per-stack 1000 --box 128
+    .venv/bin/python benchmarks/bench_io.py --loader              # 256 -> 128 px, 4096 images
+    .venv/bin/python benchmarks/bench_io.py --loader --device cuda   # pinned, non-blocking
 """
 
 from __future__ import annotations
@@ -124,17 +132,113 @@ def measure(star: Path, use_tracemalloc: bool) -> dict:
     }
 
 
+def build_dense(folder: Path, n: int, box: int, per_stack: int = 512) -> Path:
+    """Stacks of random images (real bytes on disk) and a STAR with poses and CTF."""
+    from scipy.spatial.transform import Rotation
+
+    from hetsiren.io import CTFParams, write_new_star
+
+    rng = np.random.default_rng(0)
+    names = []
+    for k in range(-(-n // per_stack)):
+        m = min(per_stack, n - k * per_stack)
+        with mrcfile.new(folder / f"dense_{k:03d}.mrcs", overwrite=True) as f:
+            f.set_data(rng.normal(size=(m, box, box)).astype(np.float32))
+            f.set_image_stack()
+            f.voxel_size = 1.5
+        names += [f"{i + 1:06d}@dense_{k:03d}.mrcs" for i in range(m)]
+    ctf = CTFParams(defocus_u_A=rng.uniform(8e3, 2.5e4, n), defocus_v_A=rng.uniform(8e3, 2.5e4, n),
+                    astigmatism_angle_rad=rng.uniform(-np.pi, np.pi, n),
+                    voltage_kv=np.full(n, 300.0), cs_mm=np.full(n, 2.7),
+                    amplitude_contrast=np.full(n, 0.1), phase_shift_rad=np.zeros(n),
+                    bfactor_A2=np.zeros(n))
+    return write_new_star(folder / "dense.star", names, 1.5, box,
+                          Rotation.random(n, random_state=1).as_matrix(),
+                          rng.normal(scale=3.0, size=(n, 2)), ctf)
+
+
+def measure_loader(star: Path, box: int, batch_size: int, workers: int, device: str,
+                   cache_root: Path) -> dict:
+    """Images/s of iterate_batches from the stacks and from the cache (one child process)."""
+    import torch
+
+    from hetsiren.data.batch import estimate_preprocessing
+    from hetsiren.data.cache import open_cache
+    from hetsiren.data.loader import iterate_batches
+    from hetsiren.io import read_particles
+
+    dev = torch.device(device)
+    particles = read_particles(star)
+    n = particles.n_particles
+    order = np.random.default_rng(0).permutation(n)
+    chunks = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+    def epoch(images) -> float:
+        t0 = time.perf_counter()
+        for batch in iterate_batches(particles, prep, chunks, dev, images=images,
+                                     workers=workers):
+            assert batch.images.shape[-1] == box
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return n / (time.perf_counter() - t0)
+
+    prep = estimate_preprocessing(particles, box)
+    from_stacks = epoch(None)
+    t0 = time.perf_counter()
+    cache = open_cache(particles, box, cache_root)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cache = open_cache(particles, box, cache_root)
+    reopen_s = time.perf_counter() - t0
+    prep = cache.prep
+    from_cache = [epoch(cache) for _ in range(3)]
+    return {"n_images": n, "box_in": particles.box_size, "box": box, "batch_size": batch_size,
+            "workers": workers, "device": device,
+            "epoch_from_stacks_img_per_s": from_stacks,
+            "cache_build_s": build_s, "cache_build_img_per_s": n / build_s,
+            "cache_reopen_s": reopen_s,
+            "epoch_from_cache_img_per_s (best of 3)": max(from_cache),
+            "cache_vs_stacks_speedup": max(from_cache) / from_stacks}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stacks", type=int, default=1000)
     ap.add_argument("--per-stack", type=int, default=1000)
     ap.add_argument("--box", type=int, default=64)
     ap.add_argument("--dense", action="store_true", help="write real data into each stack")
+    ap.add_argument("--loader", action="store_true", help="measure the training loader")
+    ap.add_argument("--loader-images", type=int, default=4096)
+    ap.add_argument("--loader-box-in", type=int, default=256)
+    ap.add_argument("--loader-box", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=16, help="loader batch (training default)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--loader-child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--tracemalloc", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(measure(args.child, args.tracemalloc)))
+        return
+    if args.loader_child:
+        print(json.dumps(measure_loader(args.loader_child, args.loader_box, args.batch_size,
+                                        args.workers, args.device,
+                                        args.loader_child.parent / "cache")))
+        return
+    if args.loader:
+        with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
+            t0 = time.perf_counter()
+            star = build_dense(Path(tmp), args.loader_images, args.loader_box_in)
+            print(f"wrote {args.loader_images} random {args.loader_box_in}-px images in "
+                  f"{time.perf_counter() - t0:.1f} s")
+            cmd = [sys.executable, __file__, "--loader-child", str(star),
+                   "--loader-box", str(args.loader_box), "--batch-size", str(args.batch_size),
+                   "--workers", str(args.workers), "--device", args.device]
+            res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            for key, value in json.loads(res.stdout.strip().splitlines()[-1]).items():
+                print(f"  {key:40s} {value:.3f}" if isinstance(value, float)
+                      else f"  {key:40s} {value}")
         return
     with tempfile.TemporaryDirectory(prefix="bench_io_") as tmp:
         star = build(Path(tmp), args.stacks, args.per_stack, args.box, args.dense)

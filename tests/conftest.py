@@ -71,6 +71,13 @@ class HetsirenCli:
 
 
 @pytest.fixture(scope="session")
+def cli_environ() -> dict[str, str]:
+    """:func:`cli_env` for tests in folders with their own conftest (whose name shadows this
+    module's)."""
+    return cli_env()
+
+
+@pytest.fixture(scope="session")
 def hetsiren_cli() -> HetsirenCli:
     return HetsirenCli()
 

@@ -13,6 +13,8 @@ Layout (DESIGN.md contract)::
     RUN/snapshots/latent.EEE.npy   float16 [N, zdim] latent after epoch EEE (every few epochs)
     RUN/snapshots/decoder.EEE.pt   the decoder's weights after epoch EEE (float32 state dict)
     RUN/particles_subset.star|.cs  the particles trained on, with ``train --indices``
+    RUN/cache/KEY/         preprocessed training images (``hetsiren.data.cache``; unless
+                           ``--cache-dir`` puts them elsewhere)
     RUN/.lock              pid, host and command of the process writing the run (while it does)
     RUN/analysis/          ``hetsiren analyze`` (RUN/analysis.EEE: of the snapshot after EEE)
         pca.npz, pca_coords.npy, umap.npy, labels.npy, clusters.json, clusters.csv,
@@ -60,11 +62,11 @@ from hetsiren.train.config import TrainConfig
 
 __all__ = [
     "ANALYSIS_DIR", "ANALYSIS_FILES", "CONFIG", "CONVERGENCE_DIR", "LANDSCAPE_DIR", "LATENT",
-    "LEGACY_NETWORK", "LOCK", "LOG", "MODEL", "NOTEBOOK", "POSES", "RUN_FILES", "SNAPSHOTS",
-    "SUBSET", "VALIDATE_DIR", "Run", "RunLock", "RunRecord", "analysis_folder", "append_log",
-    "atomic_write", "clear_run_files", "cluster_map_name", "load_checkpoint", "load_latent",
-    "load_snapshot_decoder", "load_snapshot_latent", "locks_run", "open_run", "pc_map_name",
-    "read_record", "read_training_log", "remove_stale_temporaries", "run_inputs",
+    "CACHE", "LEGACY_NETWORK", "LOCK", "LOG", "MODEL", "NOTEBOOK", "POSES", "RUN_FILES",
+    "SNAPSHOTS", "SUBSET", "VALIDATE_DIR", "Run", "RunLock", "RunRecord", "analysis_folder",
+    "append_log", "atomic_write", "clear_run_files", "cluster_map_name", "load_checkpoint",
+    "load_latent", "load_snapshot_decoder", "load_snapshot_latent", "locks_run", "open_run",
+    "pc_map_name", "read_record", "read_training_log", "remove_stale_temporaries", "run_inputs",
     "save_checkpoint", "save_snapshot", "snapshot_epochs", "truncate_log", "write_json",
     "write_latent", "write_npy", "write_record",
 ]
@@ -78,6 +80,8 @@ RUN_FILES = (CONFIG, MODEL, LATENT, LOG, POSES)
 # What a checkpoint holds (save_checkpoint).
 _CHECKPOINT_KEYS = ("model", "optimizer", "epoch")
 SNAPSHOTS = "snapshots"
+CACHE = "cache"
+"""``RUN/cache``: preprocessed-image caches (``hetsiren.data.cache``) unless ``--cache-dir``."""
 SUBSET = "particles_subset"
 """Stem of the particle file written by ``train --indices`` (suffix of the input's format)."""
 # Prefix of the decoder's parameters in the model's state dict (all a snapshot keeps).

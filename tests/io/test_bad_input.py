@@ -51,7 +51,12 @@ def _cases(tmp: Path) -> dict[str, tuple[Path, list[str]]]:
     f = _star(tmp / "short.star", POSE, ["1@s.mrcs 1 2 3", "2@s.mrcs 1 2", "3@s.mrcs 1 2 3"])
     cases["short_row"] = (f, ["short.star", "row 2", "found 3 values, expected 4"])
     f = _star(tmp / "long.star", POSE, ["1@s.mrcs 1 2 3 4 5", "2@s.mrcs 1 2 3"])
-    cases["long_row"] = (f, ["long.star", "could not parse"])
+    cases["long_row"] = (f, ["long.star", "could not parse", "row 1 has 6 values",
+                             "expected 4"])
+    f = _star(tmp / "long3.star", POSE, ["1@s.mrcs 1 2 3", "2@s.mrcs 1 2 3", "",
+                                         "3@s.mrcs 1 2 3 4"])
+    cases["long_later_row"] = (f, ["long3.star", "could not parse", "line 11 has 5 values",
+                                   "expected 4"])
     f = _star(tmp / "nan.star", POSE, ["1@s.mrcs 1 2 3", "2@s.mrcs 1 nan 3"])
     cases["nan_tilt"] = (f, ["nan.star", "row 2", "rlnAngleTilt"])
     f = _star(tmp / "text.star", POSE, ["1@s.mrcs 1 abc 3"])
@@ -77,7 +82,8 @@ def _cases(tmp: Path) -> dict[str, tuple[Path, list[str]]]:
     return cases
 
 
-CASES = ["no_image_name", "partial_ctf", "partial_angles", "short_row", "long_row", "nan_tilt",
+CASES = ["no_image_name", "partial_ctf", "partial_angles", "short_row", "long_row",
+         "long_later_row", "nan_tilt",
          "bad_random_subset", "text_tilt", "past_end", "not_mrc", "star_to_not_mrc",
          "bad_image_name", "no_block",
          "bad_cs", "missing_file", "unknown_suffix"]

@@ -101,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
         base = dict(PAPER_DEFAULTS) if args.paper_defaults else {}
         cfg = TrainConfig(particles=args.particles, **{**base, **given})
     result = train(cfg, args.output, resume=args.resume, allow_changes=tuple(args.allow_change))
+    if not result.main_process:
+        return 0
     new = result.epochs_done - result.first_epoch
     done = (f"trained {new} epochs ({result.first_epoch + 1}-{result.epochs_done})" if new else
             f"no epoch to train: the run already has {result.epochs_done} (give a larger "

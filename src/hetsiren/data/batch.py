@@ -1,6 +1,7 @@
 """Particle batches as plain tensors, preprocessed the same way every time.
 
-Images are read lazily from their stacks in batches, Fourier-cropped to the training box (the
+Images are read lazily from their stacks (or, preprocessed, from the cache: ``data/cache.py``)
+in batches, Fourier-cropped to the training box (the
 pixel size grows by D/d), their background mean is removed per image and they are divided by
 one global noise estimate. That preprocessing is recorded (:class:`Preprocessing`) in the run's
 config so that ``encode`` treats new particles identically.
@@ -9,10 +10,9 @@ config so that ``encode`` treats new particles identically.
 from __future__ import annotations
 
 import functools
-import queue
 import threading
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,8 +22,9 @@ from hetsiren.geometry import grid_coordinates, shifts_A_to_px
 from hetsiren.io.particles import ParticleSet
 from hetsiren.physics import compute_ctf, fourier_crop
 
-__all__ = ["PIXEL_SIZE_RTOL", "Batch", "Preprocessing", "batch_ctf", "common_pixel_size_A",
-           "estimate_preprocessing", "iterate_batches", "load_batch"]
+__all__ = ["PIXEL_SIZE_RTOL", "Batch", "PreprocessedImages", "Preprocessing", "StackImages",
+           "batch_ctf", "common_pixel_size_A", "estimate_preprocessing", "host_batch",
+           "load_batch"]
 
 # Pixels farther than this fraction of the half-box from the centre count as background for
 # the normalisation (RELION's default background radius is 0.75 of the half box; the outer
@@ -31,6 +32,8 @@ __all__ = ["PIXEL_SIZE_RTOL", "Batch", "Preprocessing", "batch_ctf", "common_pix
 _BACKGROUND_RADIUS_FRACTION = 0.85
 # Particles read to estimate the noise level.
 _NOISE_SAMPLE = 1000
+# Images cropped at once by estimate_preprocessing.
+_READ_BATCH = 64
 # Relative spread of pixel sizes still taken as one pixel size: values written with 4-6
 # digits by different tools differ by ~1e-4 relative; optics groups with really different
 # magnifications differ by 1e-2 and more.
@@ -74,6 +77,18 @@ class Batch:
     ctf: dict[str, torch.Tensor] | None
     """CTF parameters, each ``(b,)``: defocus_u_A, defocus_v_A, astigmatism_angle_rad,
     voltage_kv, cs_mm, amplitude_contrast, phase_shift_rad, bfactor_A2."""
+
+    def _map(self, fn) -> Batch:
+        return Batch(indices=fn(self.indices), images=fn(self.images),
+                     rotations=fn(self.rotations), shifts_px=fn(self.shifts_px),
+                     ctf=None if self.ctf is None else {k: fn(v) for k, v in self.ctf.items()})
+
+    def to(self, device: torch.device) -> Batch:
+        """On ``device``; from pinned memory the copies are asynchronous."""
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> Batch:
+        return self._map(lambda t: t.pin_memory())
 
 
 @functools.lru_cache(maxsize=4)
@@ -120,7 +135,9 @@ def estimate_preprocessing(particles: ParticleSet, box: int | None, seed: int = 
     n = particles.n_particles
     sample = np.sort(rng.choice(n, size=min(n, _NOISE_SAMPLE), replace=False))
     background = _background_mask(box)
-    images = _crop_and_centre(particles.images.read(sample), box, background)
+    # in batches: the FFTs of 1000 large images at once run ~3x slower per image
+    images = torch.cat([_crop_and_centre(particles.images.read(sample[i:i + _READ_BATCH]), box,
+                                         background) for i in range(0, len(sample), _READ_BATCH)])
     noise_std = float(images[:, background].std())
     overall_std = float(images.std())
     if not np.isfinite(overall_std) or overall_std == 0:
@@ -131,28 +148,51 @@ def estimate_preprocessing(particles: ParticleSet, box: int | None, seed: int = 
                          noise_std=noise_std)
 
 
-def load_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
-               device: torch.device, dtype: torch.dtype = torch.float32,
-               normalise: bool = True) -> Batch:
-    """Read, preprocess and move one batch of particles to ``device``.
+class PreprocessedImages(Protocol):
+    """Where a batch's preprocessed images come from: the stacks (:class:`StackImages`) or
+    the cache (:class:`~hetsiren.data.cache.ImageCache`)."""
 
-    Args:
-        particles: with images (poses and CTF optional: identity poses, no CTF).
-        prep: training box, pixel size and noise level.
-        indices: ``(b,)`` particle indices, in the order wanted.
-        device: where the tensors go.
-        dtype: of the rotations, shifts and CTF parameters (float64 for reconstruction;
-            images are float32 always).
-        normalise: remove each image's background mean and divide by ``prep.noise_std`` (the
-            network's input); False leaves the Fourier-cropped images as stored (what a
-            reconstruction backprojects).
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        """``(b,)`` particle indices → ``(b, d, d)`` float32 preprocessed images."""
+        ...
+
+
+class StackImages:
+    """Images read from their stacks and preprocessed on the fly (safe from several threads:
+    the reads take turns, the Fourier crops run in parallel).
+
+    ``normalise``: remove each image's background mean and divide by ``prep.noise_std`` (the
+    network's input); False leaves the Fourier-cropped images as stored (what a
+    reconstruction backprojects).
+    """
+
+    def __init__(self, particles: ParticleSet, prep: Preprocessing, normalise: bool = True
+                 ) -> None:
+        if particles.images is None:
+            raise UserInputError("the particle file has no images")
+        self.particles, self.prep, self.normalise = particles, prep, normalise
+        self._lock = threading.Lock()  # MrcImageSource keeps an LRU of open files
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        assert self.particles.images is not None
+        with self._lock:
+            raw = self.particles.images.read(np.asarray(indices))
+        if not self.normalise:
+            return _crop(raw, self.prep.box)
+        return _crop_and_centre(raw, self.prep.box,
+                                _background_mask(self.prep.box)) / self.prep.noise_std
+
+
+def host_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
+               images: PreprocessedImages, pin_memory: bool = False,
+               dtype: torch.dtype = torch.float32) -> Batch:
+    """One batch in host memory (pinned for fast, asynchronous copies to a GPU if asked).
+
+    ``dtype``: of the rotations, shifts and CTF parameters (float64 for reconstruction;
+    images are float32 always).
     """
     indices = np.asarray(indices)
-    if particles.images is None:
-        raise UserInputError("the particle file has no images")
-    raw = particles.images.read(indices)
-    images = (_crop_and_centre(raw, prep.box, _background_mask(prep.box)) / prep.noise_std
-              if normalise else _crop(raw, prep.box))
+    pixels = images.read(indices)
     if particles.rotations is not None:
         rotations = torch.from_numpy(particles.rotations[indices]).to(dtype)
     else:
@@ -162,14 +202,20 @@ def load_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
             shifts_A_to_px(particles.shifts_A[indices], prep.pixel_size_A)).to(dtype)
     else:
         shifts = torch.zeros(len(indices), 2, dtype=dtype)
-    ctf = None if particles.ctf is None else particles.ctf.to_tensors(indices, device, dtype)
-    return Batch(
-        indices=torch.from_numpy(indices).to(device),
-        images=images.to(device, non_blocking=True),
-        rotations=rotations.to(device),
-        shifts_px=shifts.to(device),
-        ctf=ctf,
-    )
+    ctf = (None if particles.ctf is None
+           else particles.ctf.to_tensors(indices, torch.device("cpu"), dtype))
+    batch = Batch(indices=torch.from_numpy(indices), images=pixels, rotations=rotations,
+                  shifts_px=shifts, ctf=ctf)
+    return batch.pin_memory() if pin_memory else batch
+
+
+def load_batch(particles: ParticleSet, prep: Preprocessing, indices: np.ndarray,
+               device: torch.device, images: PreprocessedImages | None = None,
+               dtype: torch.dtype = torch.float32, normalise: bool = True) -> Batch:
+    """Read (from ``images``, default the stacks), preprocess and move one batch to
+    ``device``; ``dtype`` and ``normalise`` as in :func:`host_batch` / :class:`StackImages`."""
+    images = images if images is not None else StackImages(particles, prep, normalise)
+    return host_batch(particles, prep, indices, images, dtype=dtype).to(device)
 
 
 def batch_ctf(batch: Batch, prep: Preprocessing) -> torch.Tensor | None:
@@ -178,42 +224,3 @@ def batch_ctf(batch: Batch, prep: Preprocessing) -> torch.Tensor | None:
     if batch.ctf is None:
         return None
     return compute_ctf(**batch.ctf, box_size=prep.box, pixel_size_A=prep.pixel_size_A)
-
-
-def iterate_batches(particles: ParticleSet, prep: Preprocessing, order: np.ndarray,
-                    batch_size: int, device: torch.device, prefetch: int = 2
-                    ) -> Iterator[Batch]:
-    """Batches of ``order`` (particle indices) with reading done in a background thread.
-
-    Reading from memory-mapped stacks and the FFT crop release the GIL, so one reader thread
-    overlaps them with the training step.
-    """
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-
-    def reader():
-        try:
-            for chunk in chunks:
-                if stop.is_set():
-                    return
-                q.put(load_batch(particles, prep, chunk, device))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put(exc)
-            return
-        q.put(None)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a reader waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)

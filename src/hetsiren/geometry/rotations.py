@@ -39,6 +39,8 @@ __all__ = [
 # Below this many machine epsilons of |sin(tilt)| the rot and psi axes coincide (gimbal
 # lock): put all in-plane rotation into psi (RELION's Euler_matrix2angles uses 16 float eps).
 _GIMBAL_EPS_UNITS = 16
+# Rows per block of the file-boundary conversions (bounded temporaries for 1e6 particles).
+_BLOCK_ROWS = 1 << 16
 
 
 def euler_to_matrix(euler: torch.Tensor) -> torch.Tensor:
@@ -100,9 +102,17 @@ def matrix_to_euler(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def euler_deg_to_matrix(euler_deg: np.ndarray) -> np.ndarray:
-    """File boundary: ``(N, 3)`` RELION (rot, tilt, psi) in degrees → ``(N, 3, 3)`` float64 A."""
-    euler = torch.deg2rad(torch.as_tensor(np.asarray(euler_deg, dtype=np.float64)))
-    return euler_to_matrix(euler).numpy()
+    """File boundary: ``(N, 3)`` RELION (rot, tilt, psi) in degrees → ``(N, 3, 3)`` float64 A.
+
+    Converted in blocks of rows, so that 1e6 particles need no more than the result's memory
+    (the temporaries of one pass over all rows would be ~4x the result)."""
+    euler_deg = np.asarray(euler_deg, dtype=np.float64)
+    flat = euler_deg.reshape(-1, 3)
+    out = np.empty((len(flat), 3, 3))
+    for i in range(0, len(flat), _BLOCK_ROWS):
+        euler = torch.deg2rad(torch.from_numpy(np.ascontiguousarray(flat[i:i + _BLOCK_ROWS])))
+        out[i:i + _BLOCK_ROWS] = euler_to_matrix(euler).numpy()
+    return out.reshape(*euler_deg.shape[:-1], 3, 3)
 
 
 def matrix_to_euler_deg(matrix: np.ndarray) -> np.ndarray:

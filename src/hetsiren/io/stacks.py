@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from hetsiren.errors import UserInputError
 from hetsiren.io.mrc import MrcImageSource
@@ -42,11 +44,19 @@ def resolve_stack(name: str, base_dirs: Sequence[Path], datadir: Path | None) ->
     return candidates[0]
 
 
-def image_source_from_paths(stack_names: np.ndarray, index_in_stack: np.ndarray,
+def image_source_from_paths(stack_names: np.ndarray | pa.Array | pa.ChunkedArray,
+                            index_in_stack: np.ndarray,
                             source: Path, datadir: str | Path | None,
                             base_dirs: Sequence[Path], box_size: int | None) -> MrcImageSource:
-    """``(N,)`` stack names (str) and 0-based indices → a lazy image source."""
-    codes, uniques = pd.factorize(pd.Series(stack_names, dtype=object), sort=False)
+    """``(N,)`` stack names (str; numpy or Arrow) and 0-based indices → a lazy image source,
+    stacks numbered in order of first appearance."""
+    if isinstance(stack_names, pa.ChunkedArray):
+        stack_names = stack_names.combine_chunks()
+    elif not isinstance(stack_names, pa.Array):
+        stack_names = pa.array(stack_names, type=pa.string())
+    encoded = pc.dictionary_encode(stack_names)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    uniques = encoded.dictionary.to_pylist()
     dd = Path(datadir) if datadir is not None else None
     paths = [resolve_stack(str(u), base_dirs, dd) for u in uniques]
     src = MrcImageSource(paths, codes.astype(np.int32), index_in_stack, source=source,
@@ -55,25 +65,49 @@ def image_source_from_paths(stack_names: np.ndarray, index_in_stack: np.ndarray,
     return src
 
 
+def _split_image_names(names: pd.Series) -> tuple[pa.Array, pa.Array]:
+    """``NNNNNN@stack`` → (number text, stack) as Arrow arrays; no ``@`` means image 1.
+
+    Arrow's compute kernels: 1e6 names in ~0.3 s, where a Python loop over them takes 2-4 s.
+    """
+    pool = pa.system_memory_pool()  # temporaries handed back to the system (1e6 names: ~0.2 GB)
+    text = pc.cast(pa.array(names.array if names.dtype != object else names.to_numpy()),
+                   pa.string(), memory_pool=pool)
+    parts = pc.split_pattern(text, "@", max_splits=1, memory_pool=pool)
+    two = pc.equal(pc.list_value_length(parts, memory_pool=pool), 2, memory_pool=pool)
+    first = pc.list_element(parts, 0, memory_pool=pool)
+    padded = pc.if_else(two, parts, pa.scalar(["", ""], pa.list_(pa.string())),
+                        memory_pool=pool)
+    second = pc.list_element(padded, 1, memory_pool=pool)
+    del parts, padded
+    return (pc.if_else(two, first, "1", memory_pool=pool),
+            pc.if_else(two, second, first, memory_pool=pool))
+
+
 def image_source_from_names(names: pd.Series, source: Path, datadir: str | Path | None,
                             base_dirs: Sequence[Path], box_size: int | None,
                             column: str = "rlnImageName") -> MrcImageSource:
     """RELION image names ``NNNNNN@stack.mrcs`` (1-based; no ``@`` means image 1) → source."""
-    names = pd.Series(names).astype(str)
-    # Plain Python split: several times faster than pandas' str.split on 1e6 names.
-    parts = [n.split("@", 1) if "@" in n else ("1", n) for n in names.tolist()]
-    numbers_text, stacks = zip(*parts, strict=True) if parts else ((), ())
-    number = pd.to_numeric(pd.Series(numbers_text, dtype=object), errors="coerce")
-    stack = pd.Series(stacks, dtype=object)
-    bad = number.isna() | (number < 1) | (number != np.floor(number)) | (stack.str.len() == 0)
+    names = pd.Series(names)
+    if not pd.api.types.is_string_dtype(names):
+        names = names.astype(str)
+    numbers_text, stacks = _split_image_names(names)
+    try:
+        number = pc.cast(numbers_text, pa.int64()).to_numpy(zero_copy_only=False)
+        bad = (number < 1) | (pc.utf8_length(stacks).to_numpy(zero_copy_only=False) == 0)
+    except pa.ArrowInvalid:  # not all integers: find the culprit the slow way
+        as_float = pd.to_numeric(pd.Series(numbers_text.to_pylist(), dtype=object),
+                                 errors="coerce")
+        bad = (as_float.isna() | (as_float < 1) | (as_float != np.floor(as_float))).to_numpy()
+        number = np.where(bad, 1, as_float.fillna(1)).astype(np.int64)
+        bad = bad | (pc.utf8_length(stacks).to_numpy(zero_copy_only=False) == 0)
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = int(np.flatnonzero(bad)[0])
         raise UserInputError(
             f"{source}: row {row + 1}, column {column}: expected 'NNNNNN@stack.mrcs' with a "
             f"1-based image number, got {names.iloc[row]!r}")
-    return image_source_from_paths(stack.to_numpy(dtype=object),
-                                   number.to_numpy(dtype=np.int64) - 1, source, datadir,
-                                   base_dirs, box_size)
+    return image_source_from_paths(stacks, number - 1, source, datadir, base_dirs, box_size)
+
 
 
 def stack_paths_to_write(images: MrcImageSource, relative_to: str | Path | None) -> list[str]:

@@ -25,8 +25,10 @@ from hetsiren.data import (
     Preprocessing,
     batch_ctf,
     common_pixel_size_A,
+    find_cache,
     iterate_batches,
 )
+from hetsiren.data.batch import PreprocessedImages
 from hetsiren.devices import resolve_device
 from hetsiren.errors import UserInputError, check_choice
 from hetsiren.geometry import mirror_handedness
@@ -36,8 +38,9 @@ from hetsiren.model.forward import HetSIREN
 from hetsiren.outputs import check_outputs
 from hetsiren.physics import resample_map, wiener_filter
 from hetsiren.physics.postprocess import sharpen_map
-from hetsiren.rundir import MODEL, open_run, run_inputs, write_npy
+from hetsiren.rundir import CACHE, MODEL, open_run, run_inputs, write_npy
 from hetsiren.train.config import CTFMode, TrainConfig
+from hetsiren.train.distributed import Dist, gather_rows, share
 
 __all__ = [
     "CTFRoles", "MapOutput", "check_new_output", "ctf_roles", "decode_latent",
@@ -80,27 +83,44 @@ def ctf_roles(batch: Batch, prep: Preprocessing, mode: CTFMode) -> CTFRoles:
 @torch.no_grad()
 def encode_particles(model: HetSIREN, particles: ParticleSet, prep: Preprocessing,
                      cfg: TrainConfig, device: torch.device, batch_size: int = 64,
-                     progress: bool | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     progress: bool | None = None, images: PreprocessedImages | None = None,
+                     dist: Dist | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Latent vectors (and pose corrections) of every particle, in input order.
+
+    Args:
+        images: where the preprocessed images come from (default: the stacks; the run's
+            cache for its training particles).
+        dist: with several processes, each encodes a contiguous share and every process
+            gets the whole set back.
 
     Returns:
         ``(N, zdim)`` float32 z, ``(N, 3)`` Δangles (radians), ``(N, 2)`` Δshifts (pixels).
     """
+    dist = dist or Dist()
     model.eval()
-    n = particles.n_particles
+    rows = share(particles.n_particles, dist)
     zs, des, dss = [], [], []
-    bar = tqdm(total=n, desc="encoding", unit="img", disable=not progress_enabled(progress),
-               leave=False)
-    for batch in iterate_batches(particles, prep, np.arange(n), batch_size, device):
-        z, de, ds = model.net.encode(ctf_roles(batch, prep, cfg.ctf_mode).target)
-        zs.append(z.float().cpu())
-        des.append(de.float().cpu())
-        dss.append(ds.float().cpu())
-        bar.update(len(batch.indices))
+    bar = tqdm(total=len(rows), desc="encoding", unit="img",
+               disable=not progress_enabled(progress), leave=False)
+    chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    with torch.no_grad():
+        for batch in iterate_batches(particles, prep, chunks, device, images=images):
+            zb, de, ds = model.net.encode(ctf_roles(batch, prep, cfg.ctf_mode).target)
+            zs.append(zb.float().cpu())
+            des.append(de.float().cpu())
+            dss.append(ds.float().cpu())
+            bar.update(len(batch.indices))
     bar.close()
-    return (torch.cat(zs).numpy().astype(np.float32), torch.cat(des).numpy(),
-            torch.cat(dss).numpy())
+    out = [torch.cat(parts).numpy() if parts else np.zeros((0, width), np.float32)
+           for parts, width in ((zs, model.net.config.zdim), (des, 3), (dss, 2))]
+    n = particles.n_particles
+    z, d_euler, d_shift = (gather_rows(a.astype(np.float32), n, dist, device) for a in out)
+    return z, d_euler, d_shift
+
+
+def cache_root(cfg: TrainConfig, run_dir: str | Path) -> Path:
+    """The folder holding a run's image caches (``--cache-dir``, else ``RUN/cache``)."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(run_dir) / CACHE
 
 
 @torch.no_grad()
@@ -144,7 +164,12 @@ def encode_file(run_dir: str | Path, particles_path: str | Path, datadir: str | 
         raise UserInputError(
             f"{particles_path}: pixel size {pixel_size_A:.4g} Å differs from the training "
             f"data's {prep.pixel_size_in_A:.4g} Å")
-    z, _, _ = encode_particles(model, particles, prep, cfg, dev, batch_size=batch_size)
+    images = None
+    if cfg.cache and Path(particles_path).resolve() == Path(cfg.particles):
+        cache = find_cache(particles, prep.box, cache_root(cfg, run_dir), cfg.cache_dtype)
+        images = cache.for_preprocessing(prep) if cache is not None else None
+    z, _, _ = encode_particles(model, particles, prep, cfg, dev, batch_size=batch_size,
+                               images=images)
     bad = ~np.isfinite(z).all(axis=1)
     if bad.any():
         raise UserInputError(

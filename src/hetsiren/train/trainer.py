@@ -11,6 +11,7 @@ import functools
 import logging
 import math
 import operator
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,12 +23,16 @@ from tqdm.auto import tqdm
 
 from hetsiren.data import (
     Batch,
+    ImageCache,
     Preprocessing,
+    StackImages,
     estimate_preprocessing,
     iterate_batches,
     load_batch,
+    open_cache,
     reconstruct_particles,
 )
+from hetsiren.data.batch import PreprocessedImages
 from hetsiren.devices import resolve_device, tune_cpu_allocator
 from hetsiren.errors import UserInputError
 from hetsiren.geometry import shifts_A_to_px, shifts_px_to_A, sphere_mask
@@ -44,6 +49,7 @@ from hetsiren.physics import (
     resample_map,
 )
 from hetsiren.rundir import (
+    CACHE,
     CONFIG,
     MODEL,
     POSES,
@@ -63,10 +69,16 @@ from hetsiren.rundir import (
     write_latent,
     write_record,
 )
+from hetsiren.train import distributed as D
 from hetsiren.train import losses as L
 from hetsiren.train.config import REF_AUTO, TrainConfig, resume_changes
 from hetsiren.train.health import training_health
-from hetsiren.train.inference import ctf_roles, encode_particles, progress_enabled
+from hetsiren.train.inference import (
+    cache_root,
+    ctf_roles,
+    encode_particles,
+    progress_enabled,
+)
 
 __all__ = ["TrainResult", "TrainingDiverged", "train"]
 
@@ -94,6 +106,8 @@ class TrainResult:
     latent: np.ndarray
     first_epoch: int = 0
     """Epochs it held before this call (0 for a new run): this call trained the rest."""
+    main_process: bool = True
+    """False in the other processes of a multi-process run (rank 0 reports)."""
 
 
 # Weighting of the --ref auto V0. Still the fixed Wiener constant: with the SNR-weighted V0
@@ -132,7 +146,8 @@ def _consensus_map(particles: ParticleSet, prep: Preprocessing, cfg: TrainConfig
 
 
 def _fit_reference_scale(model: HetSIREN, particles: ParticleSet, prep: Preprocessing,
-                         cfg: TrainConfig, device: torch.device) -> float:
+                         cfg: TrainConfig, device: torch.device,
+                         images: PreprocessedImages) -> float:
     """Least-squares scale α of the projections of V0 onto the images (images ≈ α·CTF·P V0)."""
     rng = np.random.default_rng(cfg.seed)
     n = particles.n_particles
@@ -140,7 +155,7 @@ def _fit_reference_scale(model: HetSIREN, particles: ParticleSet, prep: Preproce
     num = den = 0.0
     with torch.no_grad():
         for start in range(0, len(sample), 64):
-            batch = load_batch(particles, prep, sample[start:start + 64], device)
+            batch = load_batch(particles, prep, sample[start:start + 64], device, images)
             values = model.volume.v0.expand(len(batch.indices), -1)
             pred = model.project(values, model.projection_plan(batch.rotations,
                                                                batch.shifts_px))
@@ -276,7 +291,7 @@ def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, particles=absolute(cfg.particles) or "", datadir=absolute(cfg.datadir),
                    indices=absolute(cfg.indices),
                    ref=cfg.ref if cfg.ref == REF_AUTO else absolute(cfg.ref),
-                   mask=absolute(cfg.mask))
+                   mask=absolute(cfg.mask), cache_dir=absolute(cfg.cache_dir))
 
 
 def _check_multires(cfg: TrainConfig, prep: Preprocessing) -> None:
@@ -357,16 +372,55 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     run_dir = Path(run_dir)
     cfg = _resolve_paths(cfg)
     cfg.validate()
+    dist, device = D.from_environment(resolve_device(cfg.device))
+    try:
+        return _train_process(cfg, run_dir, resume, progress, allow_changes, dist, device)
+    finally:
+        D.shutdown(dist)
+
+
+def _train_process(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool | None,
+                   allow_changes: tuple[str, ...], dist: D.Dist, device: torch.device
+                   ) -> TrainResult:
+    """One process's part of :func:`train` (the only one without torchrun)."""
     particles = read_particles(cfg.particles, datadir=cfg.datadir, pixel_size_A=cfg.pixel_size_A)
     if cfg.indices and not resume:
-        particles, cfg = _train_on_subset(particles, cfg, run_dir, cfg.indices)
+        subset: dict[str, ParticleSet] = {}
+        indices = cfg.indices
+
+        def write_subset() -> TrainConfig:
+            subset["particles"], new = _train_on_subset(particles, cfg, run_dir, indices)
+            return new
+
+        cfg = D.on_main(write_subset, dist)
+        particles = subset.get("particles") or read_particles(cfg.particles,
+                                                              pixel_size_A=cfg.pixel_size_A)
     _check_trainable(particles, cfg)
+    D.check_split(particles.n_particles, cfg.batch_size, dist)
+    if not dist.is_main:  # rank 0 checks the folder, locks it and writes it
+        return _train_locked(cfg, run_dir, particles, resume, progress, allow_changes, dist,
+                             device)
     check_outputs(files=[run_dir / name for name in RUN_FILES], folders=[run_dir],
                   inputs=[cfg.particles, cfg.mask, None if cfg.ref == REF_AUTO else cfg.ref,
                           *input_files(particles)])
     with RunLock(run_dir):
         remove_stale_temporaries(run_dir)
-        return _train_locked(cfg, run_dir, particles, resume, progress, allow_changes)
+        return _train_locked(cfg, run_dir, particles, resume, progress, allow_changes, dist,
+                             device)
+
+
+def _images(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, prep: Preprocessing | None,
+            progress: bool | None) -> tuple[ImageCache | StackImages, Preprocessing]:
+    """Where the training images come from: the cache (built first if needed) or the stacks;
+    and the preprocessing (the run's own, or, for a new run, the cache's)."""
+    if not cfg.cache:
+        prep = prep or estimate_preprocessing(particles, cfg.box)
+        return StackImages(particles, prep), prep
+    cache = open_cache(particles, prep.box if prep else cfg.box, cache_root(cfg, run_dir),
+                       cfg.cache_dtype, progress=progress_enabled(progress),
+                       workers=cfg.workers)
+    prep = prep or cache.prep
+    return cache.for_preprocessing(prep), prep
 
 
 def _read_own_record(run_dir: Path) -> RunRecord:
@@ -379,7 +433,43 @@ def _read_own_record(run_dir: Path) -> RunRecord:
 
 
 def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resume: bool,
-                  progress: bool | None, allow_changes: tuple[str, ...]) -> TrainResult:
+                  progress: bool | None, allow_changes: tuple[str, ...], dist: D.Dist,
+                  device: torch.device) -> TrainResult:
+    kept: dict[str, Any] = {}
+
+    def set_up() -> tuple:
+        own_cache = run_dir / CACHE
+        made_cache = cfg.cache and not cfg.cache_dir and not own_cache.exists()
+        try:
+            new_cfg, prep, start, model, optimizer = _set_up(cfg, run_dir, particles, resume,
+                                                             progress, allow_changes, device)
+        except BaseException:
+            if made_cache and not (run_dir / CONFIG).exists():
+                shutil.rmtree(own_cache, ignore_errors=True)  # a refused run leaves nothing
+            raise
+        kept.update(model=model, optimizer=optimizer)
+        # what the other ranks need to start from the same state (CPU copies, pickled once)
+        state = ({"network": model.net.config,
+                  "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                  "optimizer": optimizer.state_dict()} if dist.active else None)
+        return new_cfg, prep, start, state
+
+    cfg, prep, start_epoch, state = D.on_main(set_up, dist)
+    if dist.is_main:
+        model, optimizer = kept["model"], kept["optimizer"]
+    else:
+        model = model_from_state(state["network"], state["model"], run_dir / MODEL).to(device)
+        optimizer = _adam(model, cfg)
+        optimizer.load_state_dict(state["optimizer"])
+    images, _ = _images(cfg, run_dir, particles, prep, progress if dist.is_main else False)
+    return _train_epochs(cfg, run_dir, particles, prep, model, optimizer, start_epoch, images,
+                         resume, progress, dist, device)
+
+
+def _set_up(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resume: bool,
+            progress: bool | None, allow_changes: tuple[str, ...], device: torch.device
+            ) -> tuple[TrainConfig, Preprocessing, int, HetSIREN, torch.optim.Adam]:
+    """Rank 0: check the folder, start or resume the run, write its record."""
     has_record, has_checkpoint = (run_dir / CONFIG).is_file(), (run_dir / MODEL).is_file()
     if resume and not has_record:
         raise UserInputError(f"{run_dir}: no run to resume (no {CONFIG}); start it without "
@@ -400,7 +490,6 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
         clear_run_files(run_dir)
         cfg = replace(cfg, extra={})
         resume = False
-    device = resolve_device(cfg.device)
     if device.type == "cpu":
         tune_cpu_allocator()
     torch.manual_seed(cfg.seed)
@@ -409,6 +498,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
     if resume:
         assert record is not None  # resume without a record was refused above
         prep = record.preprocessing
+        if cfg.cache:  # built now if it is missing (another --cache-dir, deleted)
+            _images(cfg, run_dir, particles, prep, progress)
         trained_on = cfg.extra.get("n_particles")
         if trained_on is not None and trained_on != particles.n_particles:
             raise UserInputError(f"{cfg.particles}: {particles.n_particles} particles, but "
@@ -431,7 +522,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
             write_record(run_dir, record.resumed_with(cfg, start_epoch, changes))
         log.info("resuming %s after epoch %d of %d", run_dir, start_epoch, cfg.epochs)
     else:
-        prep = estimate_preprocessing(particles, cfg.box, seed=cfg.seed)
+        images, prep = _images(cfg, run_dir, particles, None, progress)
         _check_multires(cfg, prep)
         v0: torch.Tensor | None
         if cfg.ref == REF_AUTO:
@@ -443,7 +534,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
         model = build_model(network, v0, mask).to(device)
         extra = {**cfg.extra, "n_particles": particles.n_particles}
         if v0 is not None:
-            scale = _fit_reference_scale(model, particles, prep, cfg, device)
+            scale = _fit_reference_scale(model, particles, prep, cfg, device, images)
             if scale <= 0:
                 raise UserInputError(
                     f"{cfg.ref}: projections of the reference anti-correlate with the images "
@@ -455,13 +546,20 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
         cfg = replace(cfg, extra=extra)
         optimizer = _adam(model, cfg)
         write_record(run_dir, RunRecord.new(cfg, network, prep))
+    return cfg, prep, start_epoch, model, optimizer
 
+
+def _train_epochs(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, prep: Preprocessing,
+                  model: HetSIREN, optimizer: torch.optim.Adam, start_epoch: int,
+                  images: PreprocessedImages, resume: bool, progress: bool | None,
+                  dist: D.Dist, device: torch.device) -> TrainResult:
     step = _Step(model, cfg, prep, device)
     n = particles.n_particles
     # One bar for the whole run: tqdm's rate and time left then cover every remaining epoch.
     bar = tqdm(total=n * (cfg.epochs - start_epoch), unit="img", leave=False,
-               disable=not progress_enabled(progress))
+               disable=not (dist.is_main and progress_enabled(progress)))
     history = read_training_log(run_dir) if resume else []
+    params = list(model.net.parameters())
     warned = (training_health(history) or "").split(":")[0] or None
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
@@ -472,52 +570,68 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resum
         t0 = time.perf_counter()
         model.train()
         bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
-        for batch in iterate_batches(particles, prep, order, cfg.batch_size, device):
+        chunks = D.rank_batches(order, cfg.batch_size, dist)
+        for batch in iterate_batches(particles, prep, chunks, device, images=images,
+                                     workers=cfg.workers):
             losses = step(batch, gen)
             total = losses["total"]
-            if not torch.isfinite(total):
+            finite = bool(torch.isfinite(total))
+            if not finite and not dist.active:
                 raise _diverged(run_dir, epoch, losses)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.grad_clip)
-            optimizer.step()
             b = len(batch.indices)
+            # several processes: the global batch's mean gradient, everywhere (no-op alone)
+            b_all, finite = D.all_reduce_gradients(params, b, finite, dist)
+            if not finite:
+                raise _diverged(run_dir, epoch, losses)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm) * b
-            bar.update(b)
+            bar.update(b_all)
             bar.set_postfix(loss=f"{float(total.detach()):.4g}",
                             z_std=f"{float(losses['z_std']):.3g}")
+        sums = D.sum_across(sums, dist, device)
         seconds = time.perf_counter() - t0
         entry: dict[str, Any] = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
                                  "seconds": seconds, "images_per_s": n / seconds}
+        if device.type == "cuda":  # rank 0's GPU; the ranks' loads are alike
+            entry["gpu_memory_peak_GB"] = torch.cuda.max_memory_allocated(device) / 1e9
         history.append(entry)
         warning = training_health(history)
         if warning:
             entry["health"] = warning
-        append_log(run_dir, entry)  # before the checkpoint: see rundir.truncate_log
-        save_checkpoint(run_dir, model, optimizer, epoch + 1)
+        if dist.is_main:
+            append_log(run_dir, entry)  # before the checkpoint: see rundir.truncate_log
+            save_checkpoint(run_dir, model, optimizer, epoch + 1)
         if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0 and epoch + 1 < cfg.epochs:
-            save_snapshot(run_dir, epoch + 1, encode_particles(
-                model, particles, prep, cfg, device, progress=False)[0], model)
-        log.info("epoch %d/%d  loss %.5g  data %.5g  z std %.3g  %.1f img/s", epoch + 1,
-                 cfg.epochs, entry["total"], entry["data"], entry["z_std"],
-                 entry["images_per_s"])
+            z = encode_particles(model, particles, prep, cfg, device, progress=False,
+                                 images=images, dist=dist)[0]
+            if dist.is_main:
+                save_snapshot(run_dir, epoch + 1, z, model)
+        if dist.is_main:
+            log.info("epoch %d/%d  loss %.5g  data %.5g  z std %.3g  %.1f img/s", epoch + 1,
+                     cfg.epochs, entry["total"], entry["data"], entry["z_std"],
+                     entry["images_per_s"])
         kind = warning.split(":")[0] if warning else None  # warn once per failure
-        if kind and kind != warned:
+        if kind and kind != warned and dist.is_main:
             log.warning("epoch %d: %s", epoch + 1, warning)
         warned = kind
     bar.close()
 
     z, d_euler, d_shift = encode_particles(model, particles, prep, cfg, device,
-                                           progress=progress)
-    write_latent(run_dir, z)
-    if cfg.snapshot_every:
-        save_snapshot(run_dir, cfg.epochs, z, model)
-    if cfg.refine_pose:
-        _write_refined_poses(run_dir, particles, prep, d_euler, d_shift)
+                                           progress=progress if dist.is_main else False,
+                                           images=images, dist=dist)
+    if dist.is_main:
+        write_latent(run_dir, z)
+        if cfg.snapshot_every:
+            save_snapshot(run_dir, cfg.epochs, z, model)
+        if cfg.refine_pose:
+            _write_refined_poses(run_dir, particles, prep, d_euler, d_shift)
     return TrainResult(run_dir=run_dir, epochs_done=cfg.epochs, latent=z,
-                       first_epoch=start_epoch)
+                       first_epoch=start_epoch, main_process=dist.is_main)
 
 
 def _write_refined_poses(run_dir: Path, particles: ParticleSet, prep: Preprocessing,
