@@ -153,5 +153,7 @@ def test_a_build_killed_midway_resumes(particles, tmp_path, small_chunks, caplog
         resumed = C.open_cache(particles, BOX, root)
     assert "continuing an interrupted cache build" in caplog.text
     fresh = C.open_cache(particles, BOX, tmp_path / "fresh")
-    np.testing.assert_array_equal(resumed.read(np.arange(64)).numpy(),
-                                  fresh.read(np.arange(64)).numpy())
+    # equal up to one float16 step: the killed build ran in another process, whose thread
+    # count may order the FFT's sums differently (float32 results 1e-7 apart)
+    a, b = resumed.read(np.arange(64)).numpy(), fresh.read(np.arange(64)).numpy()
+    np.testing.assert_allclose(a, b, rtol=2**-10, atol=2**-10 * np.abs(b).max())
