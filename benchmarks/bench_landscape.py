@@ -49,7 +49,7 @@ from hetsiren.simulate.scenarios import simulate_discrete
 from hetsiren.train import PAPER_DEFAULTS, TrainConfig, train
 from hetsiren.train.config import REF_AUTO
 from hetsiren.train.inference import decode_latent, load_run
-from hetsiren.train.runio import LATENT
+from hetsiren.train.runio import LATENT, LOG
 
 BOX = 32
 PIXEL_A = 5.0
@@ -106,7 +106,11 @@ EXPERIMENTS = {
     "decoupling": Experiment(
         "Pose/CTF decoupling (Eqs. 3-4) off vs on", (Data("continuous", 5), Data("two-state", 5)),
         {"off": OFF, "on, λ 1 (default until issue 10)": ON,
-         "on, λ 0.001 (default)": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001}},
+         "on, λ 0.001 (default)": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001},
+         "on, λ 1, relative": {**ON, "decoupling_relative": True},
+         "on, λ 1, latent norm": {**ON, "latent_norm": True},
+         "on, λ 0.001, latent norm": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001,
+                                      "latent_norm": True}},
         seeds=(1, 2, 3), zdim=10, epochs=20,
         note="SNR 5 and zdim 10 (the paper's), where the encoder can see pose and defocus",
         plot=("landscape", "leakage_defocus")),
@@ -129,6 +133,14 @@ EXPERIMENTS = {
         {"ours (lr 3e-4 cosine, batch 16, ω0 5)": ON, "ω0 30 (paper)": {**ON, "omega0": 30.0},
          "paper optimiser (lr 1e-5, batch 8, ω0 30)": {**ON, **PAPER_OPTIMISER}},
         seeds=(1, 2), plot=("landscape", "auc")),
+    "scatter": Experiment(
+        "Seed scatter of the CI-sized run: decoder width", (Data("discrete", 2),),
+        {"width = zdim (paper)": OFF, "width 64": {**OFF, "hidden_width": 64},
+         "width 256": {**OFF, "hidden_width": 256},
+         "latent norm": {**OFF, "latent_norm": True},
+         "latent norm, width 64": {**OFF, "latent_norm": True, "hidden_width": 64}},
+        seeds=(1, 2, 3), note="decoupling off, as tests/train/test_trainer.py (its dataset with "
+        "`--data-seed 3`)"),
 }
 
 
@@ -219,6 +231,16 @@ def run_key(data: Data, overrides: dict, exp: Experiment, seed: int, scale: Scal
     return _digest({"config": config, "data": data.spec(scale), "mask": mask})
 
 
+def log_summary(run: Path) -> dict[str, float]:
+    """The training trajectory: data term and z std of the first and last epochs."""
+    entries = [json.loads(line) for line in (run / LOG).read_text().splitlines() if line]
+    return {"data_first": entries[0]["data"], "data_last": entries[-1]["data"],
+            "z_std_first": entries[0]["z_std"], "z_std_last": entries[-1]["z_std"],
+            "map_spread_first": entries[0].get("map_spread", float("nan")),
+            "map_spread_last": entries[-1].get("map_spread", float("nan")),
+            "health": entries[-1].get("health", "")}
+
+
 def load_results(out: Path) -> dict[str, dict]:
     path = out / "results.jsonl"
     if not path.is_file():
@@ -226,14 +248,19 @@ def load_results(out: Path) -> dict[str, dict]:
     return {r["key"]: r for r in map(json.loads, path.read_text().splitlines())}
 
 
-def run_all(out: Path, chosen: list[str], seeds: tuple[int, ...] | None, scale: Scale) -> None:
+def run_all(out: Path, chosen: list[str], seeds: tuple[int, ...] | None, scale: Scale,
+            variants: list[str] | None = None, datasets: list[str] | None = None) -> None:
     done = load_results(out)
     (out / "latents").mkdir(parents=True, exist_ok=True)
     for name in chosen:
         exp = EXPERIMENTS[name]
         for data in exp.data:
+            if datasets and data.name not in datasets:
+                continue
             folder = make_data(out, data, scale)
             for label, overrides in exp.variants.items():
+                if variants and label not in variants:
+                    continue
                 for seed in seeds or exp.seeds:
                     key = run_key(data, overrides, exp, seed, scale)
                     if key in done:
@@ -243,7 +270,7 @@ def run_all(out: Path, chosen: list[str], seeds: tuple[int, ...] | None, scale: 
                     t0 = time.perf_counter()
                     train(make_config(exp, overrides, seed, folder), run, progress=False)
                     wall = time.perf_counter() - t0
-                    metrics = evaluate_run(run, folder, device="cpu")
+                    metrics = {**evaluate_run(run, folder, device="cpu"), **log_summary(run)}
                     if exp.focus:
                         metrics.update(focus_metrics(run, folder, focus_mask(folder)))
                     np.save(out / "latents" / f"{key}.npy", np.load(run / LATENT))
@@ -412,6 +439,8 @@ def main() -> None:
     p.add_argument("--data-seed", type=int, default=Scale.data_seed,
                    help=f"simulation seed of every dataset (default: {Scale.data_seed})")
     p.add_argument("--epochs", type=int, help="override every experiment's epochs (smoke tests)")
+    p.add_argument("--variants", help="only these variants (labels, comma-separated)")
+    p.add_argument("--data", help="only these datasets (e.g. two-state-snr5, comma-separated)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--report", type=Path, metavar="DOCS",
                    help="write landscape_table.md and the plots here from the results so far")
@@ -430,7 +459,9 @@ def main() -> None:
         report(args.output, args.report, scale)
         return
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
-    run_all(args.output, chosen, seeds, scale)
+    run_all(args.output, chosen, seeds, scale,
+            args.variants.split(",") if args.variants else None,
+            args.data.split(",") if args.data else None)
 
 
 if __name__ == "__main__":

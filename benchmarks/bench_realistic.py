@@ -66,6 +66,13 @@ VARIANTS: dict[str, dict] = {
     "decoupling off": {"pose_decoupling": 0.0, "ctf_decoupling": 0.0},
     "λ 0.01": {"pose_decoupling": 0.01, "ctf_decoupling": 0.01},
     "CTF decoupling only, λ 1": {"pose_decoupling": 0.0, "ctf_decoupling": 1.0},
+    "decoupling off, width 64": {"pose_decoupling": 0.0, "ctf_decoupling": 0.0,
+                                 "hidden_width": 64},
+    "relative decoupling, λ 1": {**OLD, "decoupling_relative": True},
+    "latent norm, decoupling off": {"pose_decoupling": 0.0, "ctf_decoupling": 0.0,
+                                    "latent_norm": True},
+    "latent norm, λ 0.001": {"latent_norm": True},
+    "latent norm, λ 1": {**OLD, "latent_norm": True},
 }
 
 
@@ -267,6 +274,8 @@ def log_summary(run: Path) -> dict[str, float]:
             "z_std_first": first["z_std"], "z_std_last": last["z_std"],
             "z_std_min": min(e["z_std"] for e in entries),
             "z_std_max": max(e["z_std"] for e in entries),
+            "map_spread_first": first.get("map_spread", float("nan")),
+            "map_spread_last": last.get("map_spread", float("nan")),
             "health": last.get("health", "")}
 
 

@@ -29,7 +29,7 @@ RESUME_FREE = ("epochs", "device", "amp")
 it runs. Any other change (particle file, --lr...) must be allowed by name."""
 
 RESUME_FIXED = ("zdim", "box", "encoder", "hidden_width", "activation", "refine_pose", "ref",
-                "mask", "pixel_size_A")
+                "mask", "pixel_size_A", "latent_norm")
 """Options a resumed run can never change: they shape the weights, or are already inside the
 checkpoint (V0 and the mask) or its preprocessing (box, pixel size)."""
 
@@ -89,6 +89,9 @@ class TrainConfig:
     fast the decoded map may change along the landscape."""
     refine_pose: bool = False
     """Learn per-particle Δangles and Δshifts (Supplementary Fig. 4)."""
+    latent_norm: bool = False  # not in the paper
+    """Standardise z over each batch (per-dimension mean, one scale): z can then neither
+    collapse to a constant nor run away (the failures measured at SNR 0.1 and 5, issue 10)."""
 
     # --- losses (Methods, Eqs. 3-12) --------------------------------------------------------
     data_loss: DataLoss = "mse"  # paper: MSE by default, correlation as an alternative
@@ -112,6 +115,9 @@ class TrainConfig:
     ctf_decoupling: float = 0.001  # paper: no value; Flexutils 1; Scipion reportedly 0.001
     """λc, CTF disentanglement (Eq. 4); 0 turns it off. At SNR 0.1, 0.001 halved the defocus
     leakage of λ = 0 without the collapse of λ = 1 (docs/benchmarks.md)."""
+    decoupling_relative: bool = False  # paper: absolute distances
+    """Divide the decoupling distances (Eqs. 3-4) by the batch variance of z, so that shrinking
+    z does not lower them (the absolute terms are smallest at a constant z)."""
 
     # --- optimisation ----------------------------------------------------------------------
     epochs: int = 30
@@ -185,7 +191,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {**_BEFORE_OPTION, **{k: v for k, v in data.items() if k in known}}
         if "multires" in values:
             values["multires"] = tuple(values["multires"])
         return cls(**values)
@@ -198,6 +204,11 @@ class TrainConfig:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserInputError(f"{path}: cannot read run configuration ({exc})") from exc
         return cls.from_dict(data.get("config", data))
+
+
+_BEFORE_OPTION = {"latent_norm": False, "decoupling_relative": False}
+"""What a run recorded before these options existed was trained with (its config.json lacks
+them): the new defaults would not rebuild its network or its losses."""
 
 
 def _option(name: str) -> str:

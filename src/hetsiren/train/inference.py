@@ -62,6 +62,7 @@ def network_config(cfg: TrainConfig, box: int) -> NetworkConfig:
         omega0=cfg.omega0,
         refine_pose=cfg.refine_pose,
         decoupling=cfg.pose_decoupling > 0 or cfg.ctf_decoupling > 0,
+        latent_norm=cfg.latent_norm,
     ).validate()
 
 

@@ -236,17 +236,23 @@ class _Step:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
                 z_t = _full(net.encode_clean(clean))
                 z_pt = _full(net.encode_clean(clean_perm))
-            out["pose_decoupling"] = cfg.pose_decoupling * L.decoupling_loss(z, z_t, z_pt)
+            out["pose_decoupling"] = cfg.pose_decoupling * L.decoupling_loss(
+                z, z_t, z_pt, cfg.decoupling_relative)
         if ctf_perm is not None:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
                 z_c = _full(net.encode_ctf(pred))
                 z_pc = _full(net.encode_ctf(pred_perm))
-            out["ctf_decoupling"] = cfg.ctf_decoupling * L.decoupling_loss(z, z_c, z_pc)
+            out["ctf_decoupling"] = cfg.ctf_decoupling * L.decoupling_loss(
+                z, z_c, z_pc, cfg.decoupling_relative)
         out["total"] = sum(out.values())
         # Diagnostic, not a loss: the latent's spread over the batch. A spread that keeps
         # growing while the data term stalls means the decoder sees z as noise (measured with
         # decoupling off on two states: z std 4-3000, gradient norm 1e2-1e9, no landscape).
         out["z_std"] = z.detach().std(0, correction=0).mean()
+        # Diagnostic: how much the decoded maps differ across the batch (RMS over voxels of
+        # their spread, relative to the mean map's RMS). Near 0: the decoder ignores z.
+        v = values.detach()
+        out["map_spread"] = (v.var(0, correction=0).mean() / v.mean(0).pow(2).mean()).sqrt()
         return out
 
 
