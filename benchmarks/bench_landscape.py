@@ -107,9 +107,9 @@ EXPERIMENTS = {
         "Pose/CTF decoupling (Eqs. 3-4) off vs on", (Data("continuous", 5), Data("two-state", 5)),
         {"off": OFF, "on, λ 1 (default until issue 10)": ON,
          "on, λ 0.001 (default)": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001},
-         "on, λ 1, relative": {**ON, "decoupling_relative": True},
-         "on, λ 1, latent norm": {**ON, "latent_norm": True},
-         "on, λ 0.001, latent norm": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001,
+         "on λ 1 relative": {**ON, "decoupling_relative": True},
+         "on λ 1 + latent norm": {**ON, "latent_norm": True},
+         "on λ 0.001 + latent norm": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001,
                                       "latent_norm": True}},
         seeds=(1, 2, 3), zdim=10, epochs=20,
         note="SNR 5 and zdim 10 (the paper's), where the encoder can see pose and defocus",
@@ -138,7 +138,9 @@ EXPERIMENTS = {
         {"width = zdim (paper)": OFF, "width 64": {**OFF, "hidden_width": 64},
          "width 256": {**OFF, "hidden_width": 256},
          "latent norm": {**OFF, "latent_norm": True},
-         "latent norm, width 64": {**OFF, "latent_norm": True, "hidden_width": 64}},
+         "latent norm + width 64": {**OFF, "latent_norm": True, "hidden_width": 64},
+         "lr 1e-3": {**OFF, "lr": 1e-3},
+         "latent norm + lr 1e-3": {**OFF, "latent_norm": True, "lr": 1e-3}},
         seeds=(1, 2, 3), note="decoupling off, as tests/train/test_trainer.py (its dataset with "
         "`--data-seed 3`)"),
 }

@@ -115,6 +115,9 @@ class TrainConfig:
     ctf_decoupling: float = 0.001  # paper: no value; Flexutils 1; Scipion reportedly 0.001
     """λc, CTF disentanglement (Eq. 4); 0 turns it off. At SNR 0.1, 0.001 halved the defocus
     leakage of λ = 0 without the collapse of λ = 1 (docs/benchmarks.md)."""
+    decoupling_detach_maps: bool = False  # paper: not said
+    """The decoupling terms (Eqs. 3-4) train the encoders only: no gradient through the
+    projections of the decoded maps into the decoder."""
     decoupling_relative: bool = False  # paper: absolute distances
     """Divide the decoupling distances (Eqs. 3-4) by the batch variance of z, so that shrinking
     z does not lower them (the absolute terms are smallest at a constant z)."""
@@ -206,7 +209,8 @@ class TrainConfig:
         return cls.from_dict(data.get("config", data))
 
 
-_BEFORE_OPTION = {"latent_norm": False, "decoupling_relative": False}
+_BEFORE_OPTION = {"latent_norm": False, "decoupling_relative": False,
+                  "decoupling_detach_maps": False}
 """What a run recorded before these options existed was trained with (its config.json lacks
 them): the new defaults would not rebuild its network or its losses."""
 
