@@ -18,7 +18,7 @@ from hetsiren.train import TrainConfig, train
 from hetsiren.train.health import training_health
 from hetsiren.train.runio import LOG
 
-OLD_DEFAULTS = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0}
+OLD_DEFAULTS = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0, "latent_norm": False}
 
 
 @pytest.fixture(scope="module")

@@ -89,9 +89,12 @@ class TrainConfig:
     fast the decoded map may change along the landscape."""
     refine_pose: bool = False
     """Learn per-particle Δangles and Δshifts (Supplementary Fig. 4)."""
-    latent_norm: bool = False  # not in the paper
-    """Standardise z over each batch (per-dimension mean, one scale): z can then neither
-    collapse to a constant nor run away (the failures measured at SNR 0.1 and 5, issue 10)."""
+    latent_norm: bool = False  # not in the paper (issue 10: an option, not the default)
+    """Standardise z over each batch (one mean per dimension, one scale for all), so that z
+    can neither collapse to a constant nor run away, the two ways the decoder was seen to stop
+    using z. On the CI phantom (three states, SNR 2, seeds 1-3) ARI 0.65 / 0.50 / 0.42 with
+    it, a runaway (ARI 0.05) in seed 2 without; but on AdK at SNR 0.1 more defocus leaks into
+    z (kNN R² 0.45-0.58 against 0.16-0.31), so it is off by default (docs/benchmarks.md)."""
 
     # --- losses (Methods, Eqs. 3-12) --------------------------------------------------------
     data_loss: DataLoss = "mse"  # paper: MSE by default, correlation as an alternative
@@ -115,12 +118,6 @@ class TrainConfig:
     ctf_decoupling: float = 0.001  # paper: no value; Flexutils 1; Scipion reportedly 0.001
     """λc, CTF disentanglement (Eq. 4); 0 turns it off. At SNR 0.1, 0.001 halved the defocus
     leakage of λ = 0 without the collapse of λ = 1 (docs/benchmarks.md)."""
-    decoupling_detach_maps: bool = False  # paper: not said
-    """The decoupling terms (Eqs. 3-4) train the encoders only: no gradient through the
-    projections of the decoded maps into the decoder."""
-    decoupling_relative: bool = False  # paper: absolute distances
-    """Divide the decoupling distances (Eqs. 3-4) by the batch variance of z, so that shrinking
-    z does not lower them (the absolute terms are smallest at a constant z)."""
 
     # --- optimisation ----------------------------------------------------------------------
     epochs: int = 30
@@ -209,10 +206,9 @@ class TrainConfig:
         return cls.from_dict(data.get("config", data))
 
 
-_BEFORE_OPTION = {"latent_norm": False, "decoupling_relative": False,
-                  "decoupling_detach_maps": False}
+_BEFORE_OPTION = {"latent_norm": False}
 """What a run recorded before these options existed was trained with (its config.json lacks
-them): the new defaults would not rebuild its network or its losses."""
+them): the new defaults would not rebuild its network."""
 
 
 def _option(name: str) -> str:

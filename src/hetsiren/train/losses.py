@@ -140,20 +140,7 @@ def focus_stats_loss(volume: MaskedVolume, values: torch.Tensor) -> torch.Tensor
     return (volume.stats(values) - volume.ref_stats).pow(2).sum(1).mean()
 
 
-def decoupling_loss(z: torch.Tensor, z_same: torch.Tensor, z_shuffled: torch.Tensor,
-                    relative: bool = False) -> torch.Tensor:
-    """Eqs. 3-4: |z - z_t|² + |z - z_p,t|², as mean squared differences over dimensions.
-
-    ``relative``: both distances divided by the spread of z over the batch (its variance
-    summed over dimensions, not detached). The terms then no longer fall when z shrinks: the
-    paper's form has its minimum at a constant z, which at low SNR wins over the data term
-    (issue 10).
-    """
-    loss = (z - z_same).pow(2).mean() + (z - z_shuffled).pow(2).mean()
-    if relative:
-        loss = loss / (z.var(0, correction=0).mean() + _RELATIVE_EPS)
-    return loss
-
-
-_RELATIVE_EPS = 1e-8
-"""Keeps the relative decoupling finite for a batch of identical latents."""
+def decoupling_loss(z: torch.Tensor, z_same: torch.Tensor, z_shuffled: torch.Tensor
+                    ) -> torch.Tensor:
+    """Eqs. 3-4: |z - z_t|² + |z - z_p,t|², as mean squared differences over dimensions."""
+    return (z - z_same).pow(2).mean() + (z - z_shuffled).pow(2).mean()

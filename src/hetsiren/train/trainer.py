@@ -231,21 +231,17 @@ class _Step:
         if self.focus:
             out["focus"] = cfg.focus_stats_weight * L.focus_stats_loss(model.volume, values)
 
-        # decoupling_detach_maps: the decoupling terms train the encoders only, not the maps
-        fixed = (lambda t: t.detach()) if cfg.decoupling_detach_maps else (lambda t: t)
         if pose_perm is not None:
-            clean_perm = model.project(fixed(values), plan, pose_perm)
+            clean_perm = model.project(values, plan, pose_perm)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-                z_t = _full(net.encode_clean(fixed(clean)))
+                z_t = _full(net.encode_clean(clean))
                 z_pt = _full(net.encode_clean(clean_perm))
-            out["pose_decoupling"] = cfg.pose_decoupling * L.decoupling_loss(
-                z, z_t, z_pt, cfg.decoupling_relative)
+            out["pose_decoupling"] = cfg.pose_decoupling * L.decoupling_loss(z, z_t, z_pt)
         if ctf_perm is not None:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-                z_c = _full(net.encode_ctf(fixed(pred)))
-                z_pc = _full(net.encode_ctf(fixed(pred_perm)))
-            out["ctf_decoupling"] = cfg.ctf_decoupling * L.decoupling_loss(
-                z, z_c, z_pc, cfg.decoupling_relative)
+                z_c = _full(net.encode_ctf(pred))
+                z_pc = _full(net.encode_ctf(pred_perm))
+            out["ctf_decoupling"] = cfg.ctf_decoupling * L.decoupling_loss(z, z_c, z_pc)
         out["total"] = sum(out.values())
         # Diagnostic, not a loss: the latent's spread over the batch. A spread that keeps
         # growing while the data term stalls means the decoder sees z as noise (measured with
