@@ -191,7 +191,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {**_BEFORE_OPTION, **{k: v for k, v in data.items() if k in known}}
+        values = {k: v for k, v in data.items() if k in known}
         if "multires" in values:
             values["multires"] = tuple(values["multires"])
         return cls(**values)
@@ -204,11 +204,6 @@ class TrainConfig:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserInputError(f"{path}: cannot read run configuration ({exc})") from exc
         return cls.from_dict(data.get("config", data))
-
-
-_BEFORE_OPTION = {"latent_norm": False}
-"""What a run recorded before these options existed was trained with (its config.json lacks
-them): the new defaults would not rebuild its network."""
 
 
 def _option(name: str) -> str:
