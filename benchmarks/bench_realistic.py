@@ -70,6 +70,7 @@ VARIANTS: dict[str, dict] = {
     "decoupling off": {**OFF, **NO_NORM},
     "λ 0.01": {"pose_decoupling": 0.01, "ctf_decoupling": 0.01, **NO_NORM},
     "CTF decoupling only, λ 1": {"pose_decoupling": 0.0, "ctf_decoupling": 1.0, **NO_NORM},
+    "decoupling off + width 64": {**OFF, **NO_NORM, "hidden_width": 64},
     "latent norm + decoupling off": {**OFF, "latent_norm": True},
     "latent norm + λ 0.001": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001,
                               "latent_norm": True},
