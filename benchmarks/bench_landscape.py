@@ -10,7 +10,9 @@ training seeds (one run says little: the same configuration scatters by tenths o
 - decoder: SIREN vs ReLU hidden layers (Supplementary Fig. 10);
 - focus: the Eq. 12 statistics loss on vs off in a focused run (mask on the moving arm;
   Supplementary Fig. 12);
-- defaults: ours vs the paper's ω0 = 30 and optimiser (lr 1e-5, batch 8, constant).
+- defaults: ours vs the paper's ω0 = 30 and optimiser (lr 1e-5, batch 8, constant);
+- scatter: tests/train/test_trainer.py's run over seeds, with and without ``--latent-norm``,
+  at lr 1e-3 and with a wider decoder (its dataset: ``--data-seed 3``).
 
 Every run is scored by ``hetsiren.analysis.evaluate`` (what ``hetsiren evaluate`` prints) and
 timed. Results go to ``OUT/results.jsonl`` one run per line, so an interrupted benchmark
@@ -61,6 +63,7 @@ _MASK_DILATE = 2
 
 OFF = {"pose_decoupling": 0.0, "ctf_decoupling": 0.0}
 ON = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0}
+NO_NORM = {"latent_norm": False}  # pinned: a label keeps meaning what was measured
 NO_DENOISING = {"l1_weight": 0.0, "negativity_weight": 0.0, "tv_l1_weight": 0.0,
                 "tv_l2_weight": 0.0}
 PAPER_OPTIMISER = {k: v for k, v in PAPER_DEFAULTS.items() if k != "epochs"}
@@ -106,8 +109,10 @@ class Experiment:
 EXPERIMENTS = {
     "decoupling": Experiment(
         "Pose/CTF decoupling (Eqs. 3-4) off vs on", (Data("continuous", 5), Data("two-state", 5)),
-        {"off": OFF, "on, λ 1 (default until issue 10)": ON,
-         "on, λ 0.001 (default)": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001}},
+        {"off": {**OFF, **NO_NORM}, "on, λ 1 (default until issue 10)": {**ON, **NO_NORM},
+         "on, λ 0.001 (default)": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001,
+                                   **NO_NORM},
+         "off + latent norm": {**OFF, "latent_norm": True}},
         seeds=(1, 2, 3), zdim=10, epochs=20,
         note="SNR 5 and zdim 10 (the paper's), where the encoder can see pose and defocus",
         plot=("landscape", "leakage_defocus")),
@@ -130,6 +135,17 @@ EXPERIMENTS = {
         {"ours (lr 3e-4 cosine, batch 16, ω0 5)": ON, "ω0 30 (paper)": {**ON, "omega0": 30.0},
          "paper optimiser (lr 1e-5, batch 8, ω0 30)": {**ON, **PAPER_OPTIMISER}},
         seeds=(1, 2), plot=("landscape", "auc")),
+    "scatter": Experiment(
+        "Seed scatter of the CI-sized run: latent normalisation, lr, decoder width",
+        (Data("discrete", 2),),
+        {"width = zdim (paper)": {**OFF, **NO_NORM},
+         "width 64": {**OFF, **NO_NORM, "hidden_width": 64},
+         "lr 1e-3": {**OFF, **NO_NORM, "lr": 1e-3},
+         "latent norm": {**OFF, "latent_norm": True},
+         "latent norm + width 64": {**OFF, "latent_norm": True, "hidden_width": 64},
+         "latent norm + lr 1e-3": {**OFF, "latent_norm": True, "lr": 1e-3}},
+        seeds=(1, 2, 3), note="decoupling off, as tests/train/test_trainer.py (its dataset with "
+        "`--data-seed 3`)"),
 }
 
 
@@ -221,6 +237,16 @@ def run_key(data: Data, overrides: dict, exp: Experiment, seed: int, scale: Scal
     return _digest({"config": config, "data": data.spec(scale), "mask": mask})
 
 
+def log_summary(run: Path) -> dict[str, float]:
+    """The training trajectory: data term and z std of the first and last epochs."""
+    entries = open_run(run).log()
+    return {"data_first": entries[0]["data"], "data_last": entries[-1]["data"],
+            "z_std_first": entries[0]["z_std"], "z_std_last": entries[-1]["z_std"],
+            "map_spread_first": entries[0].get("map_spread", float("nan")),
+            "map_spread_last": entries[-1].get("map_spread", float("nan")),
+            "health": entries[-1].get("health", "")}
+
+
 def load_results(out: Path) -> dict[str, dict]:
     path = out / "results.jsonl"
     if not path.is_file():
@@ -228,14 +254,19 @@ def load_results(out: Path) -> dict[str, dict]:
     return {r["key"]: r for r in map(json.loads, path.read_text().splitlines())}
 
 
-def run_all(out: Path, chosen: list[str], seeds: tuple[int, ...] | None, scale: Scale) -> None:
+def run_all(out: Path, chosen: list[str], seeds: tuple[int, ...] | None, scale: Scale,
+            variants: list[str] | None = None, datasets: list[str] | None = None) -> None:
     done = load_results(out)
     (out / "latents").mkdir(parents=True, exist_ok=True)
     for name in chosen:
         exp = EXPERIMENTS[name]
         for data in exp.data:
+            if datasets and data.name not in datasets:
+                continue
             folder = make_data(out, data, scale)
             for label, overrides in exp.variants.items():
+                if variants and label not in variants:
+                    continue
                 for seed in seeds or exp.seeds:
                     key = run_key(data, overrides, exp, seed, scale)
                     if key in done:
@@ -245,7 +276,7 @@ def run_all(out: Path, chosen: list[str], seeds: tuple[int, ...] | None, scale: 
                     t0 = time.perf_counter()
                     train(make_config(exp, overrides, seed, folder), run, progress=False)
                     wall = time.perf_counter() - t0
-                    metrics = evaluate_run(run, folder, device="cpu")
+                    metrics = {**evaluate_run(run, folder, device="cpu"), **log_summary(run)}
                     if exp.focus:
                         metrics.update(focus_metrics(run, folder, focus_mask(folder)))
                     np.save(out / "latents" / f"{key}.npy", np.load(run / LATENT))
@@ -414,6 +445,8 @@ def main() -> None:
     p.add_argument("--data-seed", type=int, default=Scale.data_seed,
                    help=f"simulation seed of every dataset (default: {Scale.data_seed})")
     p.add_argument("--epochs", type=int, help="override every experiment's epochs (smoke tests)")
+    p.add_argument("--variants", help="only these variants (labels, comma-separated)")
+    p.add_argument("--data", help="only these datasets (e.g. two-state-snr5, comma-separated)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--report", type=Path, metavar="DOCS",
                    help="write landscape_table.md and the plots here from the results so far")
@@ -432,7 +465,9 @@ def main() -> None:
         report(args.output, args.report, scale)
         return
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
-    run_all(args.output, chosen, seeds, scale)
+    run_all(args.output, chosen, seeds, scale,
+            args.variants.split(",") if args.variants else None,
+            args.data.split(",") if args.data else None)
 
 
 if __name__ == "__main__":

@@ -59,14 +59,25 @@ _TRAJECTORY_MAPS = 25  # DIMS frames kept for the continuous path (of 98)
 _HINGE_DEG = 30.0
 _AMINO = {12: 6, 14: 7, 16: 8, 32: 16}  # rounded atomic mass → atomic number (C, N, O, S)
 
-OLD = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0}  # the defaults this suite replaced
+# Variants name latent_norm explicitly, so that a label keeps meaning what was measured when
+# the defaults move on.
+NO_NORM = {"latent_norm": False}
+OFF = {"pose_decoupling": 0.0, "ctf_decoupling": 0.0}
+OLD = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0, **NO_NORM}  # defaults until issue 10
 VARIANTS: dict[str, dict] = {
     "default": {},
     "old defaults (λ 1)": OLD,
-    "decoupling off": {"pose_decoupling": 0.0, "ctf_decoupling": 0.0},
-    "λ 0.01": {"pose_decoupling": 0.01, "ctf_decoupling": 0.01},
-    "CTF decoupling only, λ 1": {"pose_decoupling": 0.0, "ctf_decoupling": 1.0},
+    "decoupling off": {**OFF, **NO_NORM},
+    "λ 0.01": {"pose_decoupling": 0.01, "ctf_decoupling": 0.01, **NO_NORM},
+    "CTF decoupling only, λ 1": {"pose_decoupling": 0.0, "ctf_decoupling": 1.0, **NO_NORM},
+    "decoupling off + width 64": {**OFF, **NO_NORM, "hidden_width": 64},
+    "latent norm + decoupling off": {**OFF, "latent_norm": True},
+    "latent norm + λ 0.001": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001,
+                              "latent_norm": True},
+    "latent norm + λ 1": {**OLD, "latent_norm": True},
+    "latent norm + lr 1e-3 + decoupling off": {**OFF, "latent_norm": True, "lr": 1e-3},
 }
+
 
 
 @dataclass(frozen=True)
@@ -267,6 +278,8 @@ def log_summary(run: Path) -> dict[str, float]:
             "z_std_first": first["z_std"], "z_std_last": last["z_std"],
             "z_std_min": min(e["z_std"] for e in entries),
             "z_std_max": max(e["z_std"] for e in entries),
+            "map_spread_first": first.get("map_spread", float("nan")),
+            "map_spread_last": last.get("map_spread", float("nan")),
             "health": last.get("health", "")}
 
 

@@ -125,3 +125,47 @@ def test_refine_pose_composes_on_the_left_and_adds_shifts():
     torch.testing.assert_close(new_shift, shifts + d_shift)
     new_shift.sum().backward()
     assert d_shift.grad is not None
+
+
+def _normed_net(**kw):
+    torch.manual_seed(0)
+    return build_network(NetworkConfig(box_size=32, zdim=3, latent_norm=True, **kw), 50)
+
+
+def test_latent_norm_standardises_the_batch_whatever_the_encoder_scale():
+    net = _normed_net()
+    images = torch.randn(16, 32, 32)
+    z = net.encode(images)[0]
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.pow(2).mean(), torch.tensor(1.0))
+    with torch.no_grad():  # a latent head 1000x larger (or smaller) gives the same z
+        net.latent_head.weight.mul_(1000.0)
+        net.latent_head.bias.mul_(1000.0)
+    torch.testing.assert_close(net.encode(images)[0], z, atol=1e-4, rtol=1e-4)
+
+
+def test_latent_norm_keeps_proportions_and_has_no_gradient_along_the_scale():
+    net = _normed_net()
+    raw = torch.randn(64, 3) * torch.tensor([5.0, 1.0, 0.1])
+    scale = torch.ones((), requires_grad=True)
+    z = net.latent_norm(raw * scale)
+    ratio = z.std(0) / raw.std(0)
+    torch.testing.assert_close(ratio, ratio[0].expand(3))  # one scale for all dimensions
+    # Any loss of the standardised z is flat along a common scale of the raw one: shrinking
+    # z cannot lower it (the decoupling terms' trivial minimum is gone).
+    (z[:, 0] * torch.arange(64.0)).sum().backward()
+    assert abs(float(scale.grad)) < 1e-3
+
+
+def test_latent_norm_running_statistics_come_from_the_experimental_encoder():
+    net = _normed_net(decoupling=True)
+    images = torch.randn(16, 32, 32) * 3
+    before = net.latent_norm.running_var.clone()
+    net.encode_clean(images)
+    net.encode_ctf(images)
+    assert torch.equal(net.latent_norm.running_var, before)
+    for _ in range(200):
+        z_train = net.encode(images)[0]
+    net.eval()
+    torch.testing.assert_close(net.encode(images)[0], z_train, atol=1e-3, rtol=1e-3)
+    assert net.encode(images[:1])[0].shape == (1, 3)  # one particle: running statistics

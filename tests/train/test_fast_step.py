@@ -61,7 +61,7 @@ def _losses_and_grads(step_fn, step, batch):
     out = step_fn(step, batch, torch.Generator().manual_seed(7))
     out["total"].backward()
     grads = {k: p.grad.clone() for k, p in model.net.named_parameters() if p.grad is not None}
-    return {k: v.detach() for k, v in out.items() if k != "z_std"}, grads
+    return {k: v.detach() for k, v in out.items() if k not in ("z_std", "map_spread")}, grads
 
 
 CASES = {

@@ -73,6 +73,9 @@ class NetworkConfig:
     """Bound of each Δshift as a fraction of the box (tanh-scaled)."""
     delta_init_std: float = 1e-3  # not in the paper; see Decoder: ΔV starts small
     """Per-voxel standard deviation of ΔV at initialisation, in the units of V."""
+    latent_norm: bool = False  # not in the paper (issue 10)
+    """Standardise z over the batch (one mean per dimension, one scale for all): see
+    ``LatentNorm``."""
 
     @property
     def width(self) -> int:
@@ -146,6 +149,7 @@ class HetSIRENNet(nn.Module):
         self.encoder_clean = Encoder(c.encoder, c.working_size, False) if c.decoupling else None
         self.encoder_ctf = Encoder(c.encoder, c.working_size, False) if c.decoupling else None
         self.latent_head = nn.Linear(BRANCH_WIDTH, c.zdim)
+        self.latent_norm = LatentNorm(c.zdim) if c.latent_norm else None
         self.euler_head = _pose_head(3) if c.refine_pose else None
         self.shift_head = _pose_head(2) if c.refine_pose else None
         self.decoder = Decoder(c.zdim, n_voxels, c.width, c.n_hidden, c.hyper, c.omega0,
@@ -169,7 +173,7 @@ class HetSIRENNet(nn.Module):
             corrections are zeros.
         """
         latent, euler, shift = self.encoder(images)
-        z = self.latent_head(latent)
+        z = self._latent(latent, update=True)
         if euler is None or shift is None or self.euler_head is None or self.shift_head is None:
             return z, z.new_zeros(len(z), 3), z.new_zeros(len(z), 2)
         c = self.config
@@ -182,14 +186,21 @@ class HetSIRENNet(nn.Module):
         z through the shared latent layer (Eq. 3)."""
         if self.encoder_clean is None:
             raise RuntimeError("this network was built with decoupling=False")
-        return self.latent_head(self.encoder_clean(images)[0])
+        return self._latent(self.encoder_clean(images)[0])
 
     def encode_ctf(self, images: torch.Tensor) -> torch.Tensor:
         """CTF-decoupling encoder: ``(b, D, D)`` CTF-corrupted projections (I_c, I_p,c) →
         ``(b, zdim)`` z through the shared latent layer (Eq. 4)."""
         if self.encoder_ctf is None:
             raise RuntimeError("this network was built with decoupling=False")
-        return self.latent_head(self.encoder_ctf(images)[0])
+        return self._latent(self.encoder_ctf(images)[0])
+
+    def _latent(self, features: torch.Tensor, update: bool = False) -> torch.Tensor:
+        """The shared conformational latent layer: branch features → z (standardised with
+        ``latent_norm``; only the experimental encoder's batches update its running
+        statistics, which encoding uses)."""
+        z = self.latent_head(features)
+        return z if self.latent_norm is None else self.latent_norm(z, update)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``(b, zdim)`` latent → ``(b, n_voxels)`` ΔV on the decoder voxels."""
@@ -200,6 +211,40 @@ class HetSIRENNet(nn.Module):
         """``(b, D, D)`` images → ΔV ``(b, n_voxels)``, z, Δangles (rad), Δshifts (px)."""
         z, delta_euler, delta_shift_px = self.encode(images)
         return self.decode(z), z, delta_euler, delta_shift_px
+
+
+class LatentNorm(nn.Module):
+    """z standardised over the batch: ``(z - mean) / rms``, with one mean per dimension and
+    one scale for all dimensions (the RMS of the centred z over batch and dimensions).
+
+    The encoder's raw output scale is then irrelevant to the decoder and to the decoupling
+    terms: z can neither shrink to a constant (the trivial minimum of Eqs. 3-4) nor grow
+    until the sine layers see it as noise, both measured without it (issue 10). One scale
+    for all dimensions keeps their proportions, so unused dimensions stay small. Training
+    uses the batch's statistics (with their gradient, as batch normalisation); encoding uses
+    running averages of them.
+    """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+    def __init__(self, zdim: int, momentum: float = 0.1, eps: float = 1e-8):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(zdim))
+        self.register_buffer("running_var", torch.ones(()))
+
+    def forward(self, z: torch.Tensor, update: bool = False) -> torch.Tensor:
+        if self.training and len(z) > 1:
+            mean = z.mean(0)
+            var = (z - mean).pow(2).mean()
+            if update:
+                with torch.no_grad():
+                    self.running_mean.lerp_(mean.detach().float(), self.momentum)
+                    self.running_var.lerp_(var.detach().float(), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (z - mean) * torch.rsqrt(var + self.eps)
 
 
 def build_network(config: NetworkConfig, n_voxels: int) -> HetSIRENNet:

@@ -32,7 +32,7 @@ RESUME_FREE = ("epochs", "device", "amp", "cache", "cache_dir", "cache_dtype", "
 it runs. Any other change (particle file, --lr...) must be allowed by name."""
 
 RESUME_FIXED = ("zdim", "box", "encoder", "hidden_width", "activation", "refine_pose", "ref",
-                "mask", "pixel_size_A")
+                "mask", "pixel_size_A", "latent_norm")
 """Options a resumed run can never change: they shape the weights, or are already inside the
 checkpoint (V0 and the mask) or its preprocessing (box, pixel size)."""
 
@@ -102,6 +102,12 @@ class TrainConfig:
     fast the decoded map may change along the landscape."""
     refine_pose: bool = False
     """Learn per-particle Δangles and Δshifts (Supplementary Fig. 4)."""
+    latent_norm: bool = False  # not in the paper (issue 10: an option, not the default)
+    """Standardise z over each batch (one mean per dimension, one scale for all), so that z
+    can neither collapse to a constant nor run away, the two ways the decoder was seen to stop
+    using z. On the CI phantom (three states, SNR 2, seeds 1-3) ARI 0.65 / 0.50 / 0.42 with
+    it, a runaway (ARI 0.05) in seed 2 without; but on AdK at SNR 0.1 more defocus leaks into
+    z (kNN R² 0.45-0.58 against 0.16-0.31), so it is off by default (docs/benchmarks.md)."""
 
     # --- losses (Methods, Eqs. 3-12) --------------------------------------------------------
     data_loss: DataLoss = "mse"  # paper: MSE by default, correlation as an alternative
@@ -162,7 +168,8 @@ class TrainConfig:
         return NetworkConfig(
             box_size=box, zdim=self.zdim, encoder=self.encoder, hidden_width=self.decoder_width,
             activation=self.activation, omega0=self.omega0, refine_pose=self.refine_pose,
-            decoupling=self.pose_decoupling > 0 or self.ctf_decoupling > 0, **fixed,
+            decoupling=self.pose_decoupling > 0 or self.ctf_decoupling > 0,
+            latent_norm=self.latent_norm, **fixed,
         ).validate()
 
     def validate(self) -> TrainConfig:

@@ -1,9 +1,10 @@
-"""Is training finding a landscape? Read the epoch log for the two ways it fails.
+"""Is training finding a landscape? Read the epoch log for the three ways it fails.
 
 A run whose decoder never picks up z keeps the data term at the consensus map's level while
 the latent's spread over a batch (``z_std`` in ``log.jsonl``) either collapses towards zero
 (the decoupling terms of Eqs. 3-4 are then trivially minimised by a constant z) or runs away
-(the encoder's output is noise to the decoder). Both were measured (docs/benchmarks.md,
+(the encoder's output is noise to the decoder), or, with the latent normalised, the decoded
+maps stay alike (``map_spread``). All three were measured (docs/benchmarks.md,
 benchmarks/bench_realistic.py); this module names them in words with what to do next, for
 the progress bar, ``log.jsonl`` and ``hetsiren analyze``'s report.
 """
@@ -13,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["COLLAPSE_Z_STD", "FLAT_DATA_FRACTION", "RUNAWAY_Z_STD", "training_health"]
+__all__ = ["COLLAPSE_Z_STD", "FLAT_DATA_FRACTION", "MAP_SPREAD_FLOOR", "RUNAWAY_Z_STD",
+           "training_health"]
 
 COLLAPSE_Z_STD = 0.01
 """z std below which the latent has collapsed when it has also fallen to under
@@ -25,6 +27,14 @@ _RUNAWAY_GROWTH = 4.0
 FLAT_DATA_FRACTION = 0.005
 """The data term is flat when its best epoch is within this fraction of its first one
 (collapsed runs: 0.2-0.4 %; working runs at SNR 0.1: 2-4 % within 4 epochs)."""
+MAP_SPREAD_FLOOR = 0.03
+"""``map_spread`` (how much the decoded maps differ across a batch, relative to the mean map)
+below which the decoder ignores z: a runaway phantom run stayed at 0.010-0.014 for 10 epochs,
+working runs reach 0.05-0.2 by epoch 4 (issue 10). With ``--latent-norm`` z can neither
+collapse nor run away, so this is how such a run fails."""
+_IGNORED_EPOCHS = 5
+"""Epochs before a flat data term with flat maps is called a failure (working runs at SNR 2
+spent up to 3 epochs there before the decoder picked z up)."""
 
 
 def training_health(entries: Sequence[dict[str, Any]]) -> str | None:
@@ -47,10 +57,16 @@ def training_health(entries: Sequence[dict[str, Any]]) -> str | None:
     if z[-1] < COLLAPSE_Z_STD and z[-1] < _COLLAPSE_FALL * max(z):
         return (f"latent collapsed: z std fell from {max(z):.3g} to {z[-1]:.3g} by epoch "
                 f"{len(z)} and {flat}. Try --pose-decoupling 0 --ctf-decoupling 0 (or smaller "
-                "weights), another --seed, or check that poses and CTF match the images.")
+                "weights), --latent-norm, another --seed, or check that poses and CTF match "
+                "the images.")
     if z[-1] > RUNAWAY_Z_STD and z[-1] > _RUNAWAY_GROWTH * z[0]:
         return (f"latent ran away: z std grew from {z[0]:.3g} to {z[-1]:.3g} by epoch "
-                f"{len(z)} and {flat}. Try --pose-decoupling 1 --ctf-decoupling 1 (high-SNR "
-                "data), a lower --lr, another --seed, or check that poses and CTF match the "
-                "images.")
+                f"{len(z)} and {flat}. Try --latent-norm (z standardised: no runaway), "
+                "--pose-decoupling 1 --ctf-decoupling 1 (high-SNR data), a lower --lr, another "
+                "--seed, or check that poses and CTF match the images.")
+    spread = entries[-1].get("map_spread")
+    if len(entries) >= _IGNORED_EPOCHS and spread is not None and spread < MAP_SPREAD_FLOOR:
+        return (f"decoder ignores z: the decoded maps differ by {spread:.3g} across particles "
+                f"(relative to the mean map; working runs reach 0.05-0.2) and {flat}. Try "
+                "another --seed, a lower --lr, or check that poses and CTF match the images.")
     return None

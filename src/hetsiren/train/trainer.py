@@ -252,6 +252,10 @@ class _Step:
         # growing while the data term stalls means the decoder sees z as noise (measured with
         # decoupling off on two states: z std 4-3000, gradient norm 1e2-1e9, no landscape).
         out["z_std"] = z.detach().std(0, correction=0).mean()
+        # Diagnostic: how much the decoded maps differ across the batch (RMS over voxels of
+        # their spread, relative to the mean map's RMS). Near 0: the decoder ignores z.
+        v = values.detach()
+        out["map_spread"] = (v.var(0, correction=0).mean() / v.mean(0).pow(2).mean()).sqrt()
         return out
 
 
