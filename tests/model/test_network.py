@@ -129,7 +129,7 @@ def test_refine_pose_composes_on_the_left_and_adds_shifts():
 
 def _normed_net(**kw):
     torch.manual_seed(0)
-    return build_network(NetworkConfig(box_size=32, zdim=3, latent_norm=True, **kw), 50)
+    return build_network(_config(box_size=32, zdim=3, latent_norm=True, **kw), 50)
 
 
 def test_latent_norm_standardises_the_batch_whatever_the_encoder_scale():
