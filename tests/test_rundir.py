@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import lzma
 import shutil
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def old_run(tmp_path) -> tuple[Path, Path]:
     """A copy of the fixture run (and its particles) that a test may write into."""
     shutil.copytree(OLD_RUN / "run", tmp_path / "run")
     shutil.copytree(OLD_RUN / "data", tmp_path / "data")
+    packed = tmp_path / "run" / "model.pt.xz"  # kept xz-compressed in git (5.6 → 4.1 MiB)
+    (tmp_path / "run" / "model.pt").write_bytes(lzma.decompress(packed.read_bytes()))
+    packed.unlink()
     return tmp_path / "run", tmp_path / "data" / "particles.star"
 
 
