@@ -76,6 +76,14 @@ VARIANTS: dict[str, dict] = {
                               "latent_norm": True},
     "latent norm + λ 1": {**OLD, "latent_norm": True},
     "latent norm + lr 1e-3 + decoupling off": {**OFF, "latent_norm": True, "lr": 1e-3},
+    "width 64 + VAE β 0.1 + decoupling off": {**OFF, **NO_NORM, "hidden_width": 64,
+                                              "kl_weight": 0.1},
+    "width 64 + VAE β 1 + decoupling off": {**OFF, **NO_NORM, "hidden_width": 64,
+                                            "kl_weight": 1.0},
+    "width 64 + VAE β 1 + λ 0.001": {**NO_NORM, "hidden_width": 64, "kl_weight": 1.0,
+                                    "pose_decoupling": 0.001, "ctf_decoupling": 0.001},
+    "width 64 + λ 0.001": {**NO_NORM, "hidden_width": 64,
+                          "pose_decoupling": 0.001, "ctf_decoupling": 0.001},
 }
 
 
@@ -248,9 +256,14 @@ def make_config(overrides: dict, seed: int, schedule: Schedule, folder: Path | N
     return replace(cfg, **overrides)
 
 
+_ADDED_LATER = {"kl_weight": 0.0}
+"""Options added after runs were stored, with the value those runs had: left out of the key
+at that value, so that the stored runs keep their keys."""
+
+
 def run_key(data: Data, overrides: dict, seed: int, schedule: Schedule) -> str:
     config = {k: v for k, v in make_config(overrides, seed, schedule).to_dict().items()
-              if k not in ("particles", "device")}
+              if k not in ("particles", "device") and _ADDED_LATER.get(k, object()) != v}
     return _digest({"config": config, "data": data.spec()})
 
 

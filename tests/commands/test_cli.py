@@ -175,3 +175,22 @@ def test_simulate_says_what_it_does(tmp_path, caplog):
         simulate_phantom(tmp_path / "s", "discrete", 16, SimulationSpec(n_particles=8, seed=1,
                                                                         pixel_size_A=8.0))
     assert "simulating 8 particles of 16 px" in caplog.text
+
+
+def test_train_nproc_runs_itself_through_torchrun_without_the_flag(monkeypatch, capsys):
+    import subprocess
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run",
+                        lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 3))
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    argv = ["-v", "train", "p.star", "-o", "run", "--nproc", "4", "--zdim", "8", "--nproc=4"]
+    assert main(argv) == 3  # torchrun's exit status
+    (cmd,) = calls
+    i = cmd.index("torch.distributed.run")
+    assert cmd[i + 1:i + 4] == ["--standalone", "--nproc_per_node", "4"]
+    assert cmd[i + 4:] == ["-m", "hetsiren", "-v", "train", "p.star", "-o", "run", "--zdim", "8"]
+    monkeypatch.setenv("RANK", "0")  # already one of torchrun's processes
+    assert main(["train", "p.star", "-o", "run", "--nproc", "2"]) == 2
+    assert "drop --nproc" in capsys.readouterr().err

@@ -169,3 +169,16 @@ def test_latent_norm_running_statistics_come_from_the_experimental_encoder():
     net.eval()
     torch.testing.assert_close(net.encode(images)[0], z_train, atol=1e-3, rtol=1e-3)
     assert net.encode(images[:1])[0].shape == (1, 3)  # one particle: running statistics
+
+
+def test_variational_latent_gives_the_mean_to_encode_and_a_small_initial_sigma():
+    torch.manual_seed(0)
+    net = build_network(_config(box_size=32, zdim=3, variational=True), 50)
+    images = torch.randn(8, 32, 32)
+    mean, logvar, _, _ = net.encode_posterior(images)
+    assert logvar is not None and logvar.shape == (8, 3)
+    torch.testing.assert_close(net.encode(images)[0], mean)  # encode: μ, deterministic
+    # σ starts near 0.1: the decoder sees the encoder's signal from the first step
+    torch.testing.assert_close(logvar.exp().sqrt().mean(), torch.tensor(0.1), rtol=0.2, atol=0)
+    plain = build_network(_config(box_size=32, zdim=3), 50)
+    assert plain.encode_posterior(images)[1] is None and plain.logvar_head is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -77,3 +79,12 @@ def test_image_loss_kinds_and_an_unknown_one():
     assert L.image_loss(3 * images + 1, images, mask, "mse") > 0
     with pytest.raises(UserInputError, match="'correlation'"):  # was silently "corr"
         L.image_loss(images, images, mask, "correlation")
+
+
+def test_kl_loss_is_zero_at_the_prior_and_the_closed_form_elsewhere():
+    zeros = torch.zeros(4, 3)
+    assert float(L.kl_loss(zeros, zeros)) == 0.0
+    # one dimension N(1, e^-1) against N(0, 1): (1 + e^-1 - 1 + 1) / 2; summed over 3 dims
+    mean, logvar = torch.ones(4, 3), -torch.ones(4, 3)
+    expected = 3 * 0.5 * (1 + math.exp(-1) - 1 + 1)
+    assert float(L.kl_loss(mean, logvar)) == pytest.approx(expected)

@@ -86,8 +86,10 @@ def _train_args(star: Path, run: Path, epochs: int, *extra) -> list:
 def test_two_processes_write_one_coherent_run(tiny_dataset, tmp_path, cli_environ):
     star = tiny_dataset / "particles.star"
     run = tmp_path / "run2"
-    res = subprocess.run(_torchrun(2, *_train_args(star, run, 2)), env=cli_environ,
-                         capture_output=True, text=True, timeout=600)
+    # started as users start it on one machine: `hetsiren train --nproc 2` runs torchrun
+    res = subprocess.run([sys.executable, "-m", "hetsiren", "train",
+                          *map(str, _train_args(star, run, 2)), "--nproc", "2"],
+                         env=cli_environ, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("trained 2 epochs") == 1  # rank 0 reports
     names = sorted(p.name for p in run.iterdir())

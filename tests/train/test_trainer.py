@@ -157,6 +157,19 @@ def test_decoupling_passes_run_and_are_logged(dataset, tmp_path):
     assert model.net.encoder_clean is not None and model.net.encoder_ctf is not None
 
 
+def test_variational_latent_logs_its_kl_and_encodes_its_mean(dataset, tmp_path):
+    cfg = _config(dataset, epochs=1, kl_weight=1.0)
+    train(cfg, tmp_path / "vae", progress=False)
+    entry = _log(tmp_path / "vae")[0]
+    assert entry["kl"] > 0
+    assert open_run(tmp_path / "vae").model("cpu").net.logvar_head is not None
+    z = encode_file(tmp_path / "vae", dataset / "particles.star", device="cpu")
+    np.testing.assert_allclose(z, np.load(tmp_path / "vae" / LATENT), atol=1e-5)
+    with pytest.raises(UserInputError, match="--kl-weight"):  # it shapes the weights
+        train(replace(cfg, epochs=2, kl_weight=0.0), tmp_path / "vae", resume=True,
+              progress=False)
+
+
 def test_training_without_poses_is_a_clear_error(tmp_path, dataset):
     import mrcfile
 

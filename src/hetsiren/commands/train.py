@@ -11,12 +11,18 @@ examples:
   hetsiren train particles.star -o run --ref consensus.mrc --mask focus.mrc --box 128
   hetsiren train particles.cs -o run --refine-pose --ctf-mode wiener --device cuda
   hetsiren train particles.star -o run --resume          # continue an interrupted run
+  hetsiren train particles.star -o run --nproc 4         # 4 GPUs of this machine
+  torchrun --nnodes 2 --nproc_per_node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+      --rdzv-id myrun -m hetsiren train particles.star -o run  # on each of 2 nodes (README)
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -51,6 +57,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="continue the run in --output from its last complete epoch, with its "
                         f"stored options (only {', '.join('--' + n for n in RESUME_FREE)} may "
                         "differ); a run stopped before its first checkpoint starts again")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes of this machine (one per GPU; on the CPU gloo "
+                        "processes): starts torchrun --standalone --nproc-per-node N for you. "
+                        "Several machines: run torchrun yourself (see the examples)")
     p.add_argument("--allow-change", type=_names, default=[], metavar="NAMES",
                    help="with --resume: options that may differ from the stored ones, e.g. "
                         "lr,batch-size (the change is recorded in config.json)")
@@ -81,8 +91,31 @@ def add_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(*flags, **kwargs)
 
 
+def _nproc_command(args: argparse.Namespace) -> list[str]:
+    """The torchrun command line that runs this command on ``--nproc`` processes."""
+    from hetsiren.errors import UserInputError
+
+    if "RANK" in os.environ or "LOCAL_RANK" in os.environ:
+        raise UserInputError("--nproc inside torchrun: torchrun already started the processes; "
+                             "drop --nproc")
+    if args.nproc < 1:
+        raise UserInputError(f"--nproc must be >= 1, got {args.nproc}")
+    argv, rest = [], list(args.command_line)
+    while rest:  # the same command without --nproc
+        token = rest.pop(0)
+        if token == "--nproc":
+            rest.pop(0)
+        elif not token.startswith("--nproc="):
+            argv.append(token)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node", str(args.nproc), "-m", "hetsiren", *argv]
+
+
 def main(args: argparse.Namespace) -> int:
     from hetsiren.errors import UserInputError
+
+    if args.nproc is not None:
+        return subprocess.run(_nproc_command(args)).returncode
     from hetsiren.rundir import CONFIG, read_record
     from hetsiren.train.config import PAPER_DEFAULTS, TrainConfig
     from hetsiren.train.trainer import train

@@ -26,10 +26,10 @@ from hetsiren.model.encoders import BRANCH_WIDTH, Encoder, EncoderKind
 
 __all__ = ["HetSIRENNet", "NetworkConfig", "build_network"]
 
-_POSE_HEAD_GAIN = 1e-2
-"""Scale of the Δangles/Δshifts heads' default weights: corrections start near zero (the
-input poses are a consensus refinement's) but not at exactly zero, so their branches get
-gradients from the first step."""
+_HEAD_GAIN = 1e-2
+"""Scale of the default weights of the Δangles/Δshifts and log σ² heads: their outputs start
+near a fixed value (no correction: the input poses are a consensus refinement's; σ at its
+initial value) but not exactly at it, so their branches get gradients from the first step."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,10 @@ class NetworkConfig:
     latent_norm: bool = False  # not in the paper (issue 10)
     """Standardise z over the batch (one mean per dimension, one scale for all): see
     ``LatentNorm``."""
+    variational: bool = False  # not in the paper (issue 10); cryoDRGN's latent
+    """The latent layer also gives a log-variance per dimension: training decodes a sample
+    z = μ + σ ε and pays the KL divergence from N(0, 1) (``train.losses.kl_loss``); encoding
+    returns μ."""
 
     @property
     def width(self) -> int:
@@ -149,6 +153,7 @@ class HetSIRENNet(nn.Module):
         self.encoder_clean = Encoder(c.encoder, c.working_size, False) if c.decoupling else None
         self.encoder_ctf = Encoder(c.encoder, c.working_size, False) if c.decoupling else None
         self.latent_head = nn.Linear(BRANCH_WIDTH, c.zdim)
+        self.logvar_head = _logvar_head(c.zdim) if c.variational else None
         self.latent_norm = LatentNorm(c.zdim) if c.latent_norm else None
         self.euler_head = _pose_head(3) if c.refine_pose else None
         self.shift_head = _pose_head(2) if c.refine_pose else None
@@ -161,25 +166,35 @@ class HetSIRENNet(nn.Module):
 
     def encode(self, images: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Experimental encoder.
+        """Experimental encoder: z (the posterior mean of a variational latent), Δangles,
+        Δshifts; see :meth:`encode_posterior`."""
+        z, _, delta_euler, delta_shift_px = self.encode_posterior(images)
+        return z, delta_euler, delta_shift_px
+
+    def encode_posterior(self, images: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
+                                    torch.Tensor]:
+        """Experimental encoder, with the latent's log-variance.
 
         Args:
             images: ``(b, D, D)`` particle images (any D; Wiener-filtered in ``wiener`` mode).
 
         Returns:
-            ``(b, zdim)`` latent z; ``(b, 3)`` Δangles in radians, each in
+            ``(b, zdim)`` latent z (μ of a variational latent); ``(b, zdim)`` log σ² of a
+            variational latent, else None; ``(b, 3)`` Δangles in radians, each in
             ±``max_delta_angle`` (for ``refine_pose``); ``(b, 2)`` Δshifts in pixels of the
             training box, each in ±``max_delta_shift_px``. Without pose refinement the
             corrections are zeros.
         """
         latent, euler, shift = self.encoder(images)
         z = self._latent(latent, update=True)
+        logvar = None if self.logvar_head is None else self.logvar_head(latent)
         if euler is None or shift is None or self.euler_head is None or self.shift_head is None:
-            return z, z.new_zeros(len(z), 3), z.new_zeros(len(z), 2)
+            return z, logvar, z.new_zeros(len(z), 3), z.new_zeros(len(z), 2)
         c = self.config
         delta_euler = c.max_delta_angle * torch.tanh(self.euler_head(euler))
         delta_shift_px = c.max_delta_shift_px * torch.tanh(self.shift_head(shift))
-        return z, delta_euler, delta_shift_px
+        return z, logvar, delta_euler, delta_shift_px
 
     def encode_clean(self, images: torch.Tensor) -> torch.Tensor:
         """Pose-decoupling encoder: ``(b, D, D)`` clean projections (I_t, I_p,t) → ``(b, zdim)``
@@ -252,9 +267,23 @@ def build_network(config: NetworkConfig, n_voxels: int) -> HetSIRENNet:
     return HetSIRENNet(config, n_voxels)
 
 
+_LOGVAR_INIT = math.log(0.1**2)
+"""Initial log σ² of a variational latent: σ = 0.1, below the spread of a fresh encoder's z
+(0.1-0.8 measured, issue 10), so that the decoder sees the encoder's signal from the first
+step and the KL term decides how much noise each dimension can afford."""
+
+
+def _logvar_head(zdim: int) -> nn.Linear:
+    head = nn.Linear(BRANCH_WIDTH, zdim)
+    with torch.no_grad():
+        head.weight.mul_(_HEAD_GAIN)
+        head.bias.fill_(_LOGVAR_INIT)
+    return head
+
+
 def _pose_head(n_out: int) -> nn.Linear:
     head = nn.Linear(BRANCH_WIDTH, n_out)
     with torch.no_grad():
-        head.weight.mul_(_POSE_HEAD_GAIN)
+        head.weight.mul_(_HEAD_GAIN)
         head.bias.zero_()
     return head

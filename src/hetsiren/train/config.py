@@ -32,7 +32,7 @@ RESUME_FREE = ("epochs", "device", "amp", "cache", "cache_dir", "cache_dtype", "
 it runs. Any other change (particle file, --lr...) must be allowed by name."""
 
 RESUME_FIXED = ("zdim", "box", "encoder", "hidden_width", "activation", "refine_pose", "ref",
-                "mask", "pixel_size_A", "latent_norm")
+                "mask", "pixel_size_A", "latent_norm", "kl_weight")
 """Options a resumed run can never change: they shape the weights, or are already inside the
 checkpoint (V0 and the mask) or its preprocessing (box, pixel size)."""
 
@@ -109,6 +109,12 @@ class TrainConfig:
     it, a runaway (ARI 0.05) in seed 2 without; but on AdK at SNR 0.1 more defocus leaks into
     z (kNN R² 0.45-0.58 against 0.16-0.31), so it is off by default (docs/benchmarks.md)."""
 
+    kl_weight: float = 0.0  # not in the paper (issue 10); cryoDRGN's VAE: β = 1 / zdim
+    """β of a variational latent; 0 = the paper's deterministic z. The encoder also gives a
+    σ per dimension, training decodes z = μ + σ ε and adds β · KL(N(μ, σ²) ‖ N(0, 1)) / n,
+    n the pixels inside the loss's circle (cryoDRGN's scaling; β = 2 is the evidence bound
+    for unit noise variance); encode, analyze and decode use μ."""
+
     # --- losses (Methods, Eqs. 3-12) --------------------------------------------------------
     data_loss: DataLoss = "mse"  # paper: MSE by default, correlation as an alternative
     """Image comparison."""
@@ -169,7 +175,7 @@ class TrainConfig:
             box_size=box, zdim=self.zdim, encoder=self.encoder, hidden_width=self.decoder_width,
             activation=self.activation, omega0=self.omega0, refine_pose=self.refine_pose,
             decoupling=self.pose_decoupling > 0 or self.ctf_decoupling > 0,
-            latent_norm=self.latent_norm, **fixed,
+            latent_norm=self.latent_norm, variational=self.kl_weight > 0, **fixed,
         ).validate()
 
     def validate(self) -> TrainConfig:
@@ -194,6 +200,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 bad(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+        if self.kl_weight < 0:
+            bad(f"--kl-weight must be >= 0 (0 = deterministic latent), got {self.kl_weight}")
         if self.workers < 1:
             bad(f"--workers must be >= 1, got {self.workers}")
         if self.snapshot_every < 0:

@@ -21,6 +21,7 @@ __all__ = [
     "decoupling_loss",
     "focus_stats_loss",
     "image_loss",
+    "kl_loss",
     "mse_loss",
     "multires_image_loss",
     "volume_regularizers",
@@ -149,3 +150,9 @@ def decoupling_loss(z: torch.Tensor, z_same: torch.Tensor, z_shuffled: torch.Ten
                     ) -> torch.Tensor:
     """Eqs. 3-4: |z - z_t|² + |z - z_p,t|², as mean squared differences over dimensions."""
     return (z - z_same).pow(2).mean() + (z - z_shuffled).pow(2).mean()
+
+
+def kl_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL divergence of ``N(mean, exp(logvar))`` from ``N(0, 1)``, summed over the ``(b, zdim)``
+    latent's dimensions and averaged over the batch."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()

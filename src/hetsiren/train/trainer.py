@@ -194,6 +194,7 @@ class _Step:
                  device: torch.device):
         self.model, self.cfg, self.prep, self.device = model, cfg, prep, device
         self.masks = {f: _circle(prep.box // f, device) for f in cfg.multires}
+        self.n_pixels = float(_circle(prep.box, "cpu").sum())  # the KL term's scale
         self.amp = cfg.amp and device.type == "cuda"
         self.focus = cfg.mask is not None and cfg.ref is not None and cfg.focus_stats_weight > 0
 
@@ -201,13 +202,18 @@ class _Step:
         cfg, model, net = self.cfg, self.model, self.model.net
         target, ctf = ctf_roles(batch, self.prep, cfg.ctf_mode)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            z, d_euler, d_shift = net.encode(target)
+            z, logvar, d_euler, d_shift = net.encode_posterior(target)
         z = _full(z)
+        z_decoded = z
+        if logvar is not None:
+            logvar = _full(logvar)
+            noise = torch.randn(z.shape, generator=generator).to(self.device)
+            z_decoded = z + noise * torch.exp(0.5 * logvar)
         rotations, shifts = batch.rotations, batch.shifts_px
         if cfg.refine_pose:
             rotations, shifts = refine_pose(rotations, shifts, _full(d_euler), _full(d_shift))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            values = model.decode_values(z)
+            values = model.decode_values(z_decoded)
         plan = model.projection_plan(rotations, shifts)
         clean = model.project(values, plan)
         b = len(batch.indices)
@@ -235,6 +241,8 @@ class _Step:
         out["tv_l1"], out["tv_l2"] = cfg.tv_l1_weight * reg.tv_l1, cfg.tv_l2_weight * reg.tv_l2
         if self.focus:
             out["focus"] = cfg.focus_stats_weight * L.focus_stats_loss(model.volume, values)
+        if logvar is not None:
+            out["kl"] = cfg.kl_weight * L.kl_loss(z, logvar) / self.n_pixels
 
         # each decoupling encoder sees its two image sets (own pose / CTF and shuffled) as one
         # batch of 2b: one pass instead of two
