@@ -59,30 +59,35 @@ _TRAJECTORY_MAPS = 25  # DIMS frames kept for the continuous path (of 98)
 _HINGE_DEG = 30.0
 _AMINO = {12: 6, 14: 7, 16: 8, 32: 16}  # rounded atomic mass → atomic number (C, N, O, S)
 
-# Variants name latent_norm explicitly, so that a label keeps meaning what was measured when
-# the defaults move on.
-NO_NORM = {"latent_norm": False}
+# The network options of issue 10 at their values before it: variants pin them, so that a
+# label keeps meaning what was measured when the defaults move on.
+PINNED = {"latent_norm": False, "hidden_width": None, "kl_weight": 0.0}
 OFF = {"pose_decoupling": 0.0, "ctf_decoupling": 0.0}
-OLD = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0, **NO_NORM}  # defaults until issue 10
+OLD = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0, **PINNED}  # defaults until issue 10
 VARIANTS: dict[str, dict] = {
     "default": {},
     "old defaults (λ 1)": OLD,
-    "decoupling off": {**OFF, **NO_NORM},
-    "λ 0.01": {"pose_decoupling": 0.01, "ctf_decoupling": 0.01, **NO_NORM},
-    "CTF decoupling only, λ 1": {"pose_decoupling": 0.0, "ctf_decoupling": 1.0, **NO_NORM},
-    "decoupling off + width 64": {**OFF, **NO_NORM, "hidden_width": 64},
-    "latent norm + decoupling off": {**OFF, "latent_norm": True},
-    "latent norm + λ 0.001": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001,
+    "decoupling off": {**OFF, **PINNED},
+    "λ 0.01": {"pose_decoupling": 0.01, "ctf_decoupling": 0.01, **PINNED},
+    "CTF decoupling only, λ 1": {"pose_decoupling": 0.0, "ctf_decoupling": 1.0, **PINNED},
+    "decoupling off + width 64": {**OFF, **PINNED, "hidden_width": 64},
+    "latent norm + decoupling off": {**OFF, **PINNED, "latent_norm": True},
+    "latent norm + λ 0.001": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001, **PINNED,
                               "latent_norm": True},
     "latent norm + λ 1": {**OLD, "latent_norm": True},
-    "latent norm + lr 1e-3 + decoupling off": {**OFF, "latent_norm": True, "lr": 1e-3},
-    "width 64 + VAE β 0.1 + decoupling off": {**OFF, **NO_NORM, "hidden_width": 64,
+    "latent norm + lr 1e-3 + decoupling off": {**OFF, **PINNED, "latent_norm": True,
+                                               "lr": 1e-3},
+    "width 64 + VAE β 0.1 + decoupling off": {**OFF, **PINNED, "hidden_width": 64,
                                               "kl_weight": 0.1},
-    "width 64 + VAE β 1 + decoupling off": {**OFF, **NO_NORM, "hidden_width": 64,
+    "width 64 + VAE β 0.3 + decoupling off": {**OFF, **PINNED, "hidden_width": 64,
+                                              "kl_weight": 0.3},
+    "width 64 + VAE β 0.1 + λ 0.001": {**PINNED, "hidden_width": 64, "kl_weight": 0.1,
+                                       "pose_decoupling": 0.001, "ctf_decoupling": 0.001},
+    "width 64 + VAE β 1 + decoupling off": {**OFF, **PINNED, "hidden_width": 64,
                                             "kl_weight": 1.0},
-    "width 64 + VAE β 1 + λ 0.001": {**NO_NORM, "hidden_width": 64, "kl_weight": 1.0,
+    "width 64 + VAE β 1 + λ 0.001": {**PINNED, "hidden_width": 64, "kl_weight": 1.0,
                                     "pose_decoupling": 0.001, "ctf_decoupling": 0.001},
-    "width 64 + λ 0.001": {**NO_NORM, "hidden_width": 64,
+    "width 64 + λ 0.001": {**PINNED, "hidden_width": 64,
                           "pose_decoupling": 0.001, "ctf_decoupling": 0.001},
 }
 
