@@ -41,6 +41,40 @@ def test_same_tables_as_starfile_on_shared_files(formats_dir):
         assert any(isinstance(b, pd.DataFrame) and len(b) for b in got.values()), path
 
 
+@pytest.fixture
+def parallel_parse(monkeypatch):
+    """Every loop parsed in pieces on 3 threads, however small (large files only, otherwise)."""
+    import hetsiren.io.star as star
+
+    monkeypatch.setattr(star, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(star.os, "cpu_count", lambda: 3)
+
+
+def test_parallel_parse_gives_starfiles_tables_on_shared_files(formats_dir, parallel_parse):
+    stars = sorted(p for folder in ("formats", "more", "conformance")
+                   for p in (formats_dir.parent / folder).glob("*.star"))
+    for path in stars:
+        _assert_same_blocks(path)
+
+
+def test_parallel_parse_pieces_that_disagree_fall_back_to_one_parse(tmp_path, parallel_parse):
+    head = "data_particles\n\nloop_\n_rlnImageName #1\n_rlnA #2\n_rlnB #3\n"
+    rows = [f"{i + 1:06d}@s.mrcs {i} x{i}\n" for i in range(30)]
+    # integers in the first pieces, decimals and text in the last: one parse's dtypes
+    mixed = tmp_path / "mixed.star"
+    mixed.write_text(head + "".join(rows[:25]) + "".join(
+        f"{i + 1:06d}@s.mrcs {i}.5 {i}\n" for i in range(25, 30)))
+    _assert_same_blocks(mixed)
+    for gap in ("000029@s.mrcs 28\n", "000029@s.mrcs\n"):  # short rows in the last piece
+        short = tmp_path / "short.star"
+        short.write_text(head + "".join(rows[:28]) + gap + rows[29])
+        _assert_same_blocks(short)
+    long = tmp_path / "long.star"  # a long row: the error names its line, as one parse does
+    long.write_text(head + "".join(rows[:28]) + "000029@s.mrcs 28 x 1\n" + rows[29])
+    with pytest.raises(UserInputError, match="data_particles: line 35 has 4 values"):
+        read_star_blocks(long)
+
+
 def test_same_tables_as_starfile_on_the_unusual(tmp_path):
     text = (
         "# version 30001\n\n"

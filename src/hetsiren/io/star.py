@@ -36,6 +36,7 @@ import os
 import re
 import shlex
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -157,15 +158,13 @@ def _parse_loop(path: Path, fh: BinaryIO, mm: mmap.mmap, name: str, pos: int, en
                              "'_rlnName' lines after loop_")
     if _NON_BLANK.search(mm, pos, end) is None:  # a loop with no rows
         return pd.DataFrame(np.zeros((0, len(columns))), columns=columns)
-    if mm.find(b"'", pos, end) >= 0:  # single quotes read as double quotes (as starfile)
-        text = mm[pos:end].decode().replace("'", '"')
-        source: Any = io.StringIO(text)
-    else:
-        source = io.BufferedReader(_ByteRange(fh, pos, end), buffer_size=1 << 20)
+    quoted = mm.find(b"'", pos, end) >= 0
+    df = None if quoted else _read_rows_in_parallel(path, mm, pos, end, len(columns))
     try:
-        df = pd.read_csv(source, sep=r"\s+", header=None, comment="#", quotechar='"',
-                         keep_default_na=False, na_values=["nan", "NaN", "<NA>"],
-                         engine="c")
+        if df is None:  # single quotes read as double quotes (as starfile)
+            source = (io.StringIO(mm[pos:end].decode().replace("'", '"')) if quoted else
+                      io.BufferedReader(_ByteRange(fh, pos, end), buffer_size=1 << 20))
+            df = _read_rows(source)
     except pd.errors.EmptyDataError:  # comments only
         return pd.DataFrame(np.zeros((0, len(columns))), columns=columns)
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
@@ -189,6 +188,50 @@ def _parse_loop(path: Path, fh: BinaryIO, mm: mmap.mmap, name: str, pos: int, en
         except (ValueError, TypeError):
             pass
     return df
+
+
+def _read_rows(source: Any) -> pd.DataFrame:
+    """pandas' C parser on whitespace-separated rows (``#`` comments, ``"`` quotes)."""
+    return pd.read_csv(source, sep=r"\s+", header=None, comment="#", quotechar='"',
+                       keep_default_na=False, na_values=["nan", "NaN", "<NA>"], engine="c")
+
+
+_PARALLEL_MIN_BYTES = 16 << 20  # below, one thread is as fast (1e6 particles: ~180 MB)
+_PARALLEL_MAX_THREADS = 4
+
+
+def _read_rows_in_parallel(path: Path, mm: mmap.mmap, pos: int, end: int, n_columns: int
+                           ) -> pd.DataFrame | None:
+    """Rows ``[pos, end)`` parsed in line-aligned pieces on several threads (pandas' parser
+    releases the GIL), or None where one thread must do it: a small table, one core, or any
+    piece that does not parse to the same columns and types as the others (the one-thread
+    parse then gives the exact result, or the error with its line number)."""
+    threads = min(os.cpu_count() or 1, _PARALLEL_MAX_THREADS)
+    if threads < 2 or end - pos < _PARALLEL_MIN_BYTES:
+        return None
+    bounds = [pos]
+    for k in range(1, threads):
+        cut = mm.find(b"\n", pos + (end - pos) * k // threads, end)
+        if cut < 0 or cut + 1 <= bounds[-1]:
+            break
+        bounds.append(cut + 1)
+    bounds.append(end)
+
+    def piece(start: int, stop: int) -> pd.DataFrame:
+        with open(path, "rb") as fh:
+            return _read_rows(io.BufferedReader(_ByteRange(fh, start, stop),
+                                                buffer_size=1 << 20))
+
+    try:
+        with ThreadPoolExecutor(len(bounds) - 1) as pool:
+            pieces = list(pool.map(piece, bounds[:-1], bounds[1:]))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeDecodeError):
+        return None
+    # integers in one piece and decimals in another concatenate to floats, as one parse gives
+    kinds = {tuple("n" if t.kind in "iuf" else t.kind for t in df.dtypes) for df in pieces}
+    if any(df.shape[1] != n_columns for df in pieces) or len(kinds) > 1:
+        return None
+    return pd.concat(pieces, ignore_index=True)
 
 
 def _parse_pairs(path: Path, mm: mmap.mmap, name: str, pos: int, end: int) -> dict[str, Any]:
