@@ -50,7 +50,7 @@ from hetsiren.rundir import LATENT, open_run
 from hetsiren.simulate import SimulationSpec, simulate_phantom
 from hetsiren.simulate.phantoms import discrete_phantom_maps
 from hetsiren.simulate.scenarios import simulate_discrete
-from hetsiren.train.config import PAPER_DEFAULTS, REF_AUTO, TrainConfig
+from hetsiren.train.config import LEGACY_OPTIONS, PAPER_DEFAULTS, REF_AUTO, TrainConfig
 from hetsiren.train.inference import decode_latent
 from hetsiren.train.trainer import train
 
@@ -232,16 +232,12 @@ def make_config(exp: Experiment, overrides: dict, seed: int, folder: Path | None
         mask=str(focus_mask(folder)) if folder and exp.focus else None), **overrides)
 
 
-_ADDED_LATER = {"kl_weight": 0.0}
-"""Options added after runs were stored, with the value those runs had: left out of the key
-at that value, so that the stored runs keep their keys."""
-
-
 def run_key(data: Data, overrides: dict, exp: Experiment, seed: int, scale: Scale) -> str:
     """Hash of everything that defines a run: the resolved configuration and the dataset."""
+    # options added later are left out at the value older runs had: their keys stay
     config = {k: v for k, v in make_config(exp, overrides, seed).to_dict().items()
               if k not in ("particles", "mask", "device")
-              and _ADDED_LATER.get(k, object()) != v}
+              and LEGACY_OPTIONS.get(k, object()) != v}
     mask = {"level": _MASK_LEVEL, "dilate": _MASK_DILATE} if exp.focus else None
     return _digest({"config": config, "data": data.spec(scale), "mask": mask})
 

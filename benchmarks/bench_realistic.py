@@ -48,7 +48,7 @@ from hetsiren.analysis.evaluate import evaluate_run, load_truth
 from hetsiren.rundir import LATENT, LOG
 from hetsiren.simulate import SimulationSpec, density_from_points, simulate_discrete
 from hetsiren.simulate.scenarios import simulate_path
-from hetsiren.train.config import REF_AUTO, TrainConfig
+from hetsiren.train.config import LEGACY_OPTIONS, REF_AUTO, TrainConfig
 from hetsiren.train.trainer import train
 
 BOX = 64
@@ -261,14 +261,10 @@ def make_config(overrides: dict, seed: int, schedule: Schedule, folder: Path | N
     return replace(cfg, **overrides)
 
 
-_ADDED_LATER = {"kl_weight": 0.0}
-"""Options added after runs were stored, with the value those runs had: left out of the key
-at that value, so that the stored runs keep their keys."""
-
-
 def run_key(data: Data, overrides: dict, seed: int, schedule: Schedule) -> str:
+    # options added later are left out at the value older runs had: their keys stay
     config = {k: v for k, v in make_config(overrides, seed, schedule).to_dict().items()
-              if k not in ("particles", "device") and _ADDED_LATER.get(k, object()) != v}
+              if k not in ("particles", "device") and LEGACY_OPTIONS.get(k, object()) != v}
     return _digest({"config": config, "data": data.spec()})
 
 

@@ -21,8 +21,8 @@ from hetsiren.model.decoder import Activation
 from hetsiren.model.encoders import EncoderKind
 from hetsiren.model.network import NetworkConfig
 
-__all__ = ["PAPER_DEFAULTS", "REF_AUTO", "RESUME_FIXED", "RESUME_FREE", "TrainConfig", "field_help",
-           "resume_changes"]
+__all__ = ["LEGACY_OPTIONS", "PAPER_DEFAULTS", "REF_AUTO", "RESUME_FIXED", "RESUME_FREE",
+           "TrainConfig", "field_help", "resume_changes"]
 
 REF_AUTO = "auto"
 """``--ref auto``: V0 is a homogeneous reconstruction of the particles themselves."""
@@ -35,6 +35,10 @@ RESUME_FIXED = ("zdim", "box", "encoder", "hidden_width", "activation", "refine_
                 "mask", "pixel_size_A", "latent_norm", "kl_weight")
 """Options a resumed run can never change: they shape the weights, or are already inside the
 checkpoint (V0 and the mask) or its preprocessing (box, pixel size)."""
+
+LEGACY_OPTIONS: dict[str, Any] = {"kl_weight": 0.0}
+"""Options added after runs were recorded whose default differs from what those runs trained
+with: a config.json without one reads as the run it was, whatever today's default."""
 
 CTFMode = Literal["apply", "wiener", "none"]
 DataLoss = Literal["mse", "corr"]
@@ -229,7 +233,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {**LEGACY_OPTIONS, **{k: v for k, v in data.items() if k in known}}
         if "multires" in values:
             values["multires"] = tuple(values["multires"])
         return cls(**values)
