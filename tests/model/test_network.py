@@ -182,3 +182,29 @@ def test_variational_latent_gives_the_mean_to_encode_and_a_small_initial_sigma()
     torch.testing.assert_close(logvar.exp().sqrt().mean(), torch.tensor(0.1), rtol=0.2, atol=0)
     plain = build_network(_config(box_size=32, zdim=3), 50)
     assert plain.encode_posterior(images)[1] is None and plain.logvar_head is None
+
+
+def test_calibrated_latent_has_the_asked_spread_whatever_the_fresh_scale():
+    torch.manual_seed(0)
+    net = build_network(_config(box_size=32, zdim=3), 50)
+    images = torch.randn(64, 32, 32)
+    with torch.no_grad():  # a fresh encoder 30x off in scale, and off-centre
+        net.latent_head.weight.mul_(30.0)
+        net.latent_head.bias.add_(5.0)
+    raw = net.encode(images)[0]
+    net.calibrate_latent(images, std=0.2)
+    z = net.encode(images)[0]
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close((z - z.mean(0)).pow(2).mean().sqrt(), torch.tensor(0.2))
+    # one gain for every dimension: their proportions are kept
+    ratio = z.std(0) / raw.std(0)
+    torch.testing.assert_close(ratio, ratio[0].expand(3))
+
+
+def test_variational_log_variance_is_bounded_however_large_the_encoder_output():
+    torch.manual_seed(0)
+    net = build_network(_config(box_size=32, zdim=3, variational=True), 50)
+    with torch.no_grad():
+        net.logvar_head.bias.fill_(1e6)
+    logvar = net.encode_posterior(torch.randn(4, 32, 32))[1]
+    assert torch.isfinite(logvar.exp()).all() and float(logvar.max()) < 2.0

@@ -188,7 +188,7 @@ class HetSIRENNet(nn.Module):
         """
         latent, euler, shift = self.encoder(images)
         z = self._latent(latent, update=True)
-        logvar = None if self.logvar_head is None else self.logvar_head(latent)
+        logvar = None if self.logvar_head is None else _bounded_logvar(self.logvar_head(latent))
         if euler is None or shift is None or self.euler_head is None or self.shift_head is None:
             return z, logvar, z.new_zeros(len(z), 3), z.new_zeros(len(z), 2)
         c = self.config
@@ -216,6 +216,30 @@ class HetSIRENNet(nn.Module):
         statistics, which encoding uses)."""
         z = self.latent_head(features)
         return z if self.latent_norm is None else self.latent_norm(z, update)
+
+    @torch.no_grad()
+    def calibrate_latent(self, images: torch.Tensor, std: float) -> None:
+        """Rescale the latent layer so that the experimental encoder's z over ``images`` (a
+        ``(b, D, D)`` sample of the training set) is centred with spread ``std`` (RMS over
+        particles and dimensions, so the dimensions keep their proportions).
+
+        A fresh encoder's z spread is set by the data and the seed (0.13-1.1 measured on
+        realistic and phantom sets, issue 10); the decoder's first sine layer turns ω0 · z
+        into phase, so every run starts in its own regime. Calibrated, every run starts in the
+        same one. No-op with ``latent_norm`` (z is standardised anyway).
+        """
+        if self.latent_norm is not None:
+            return
+        features = self.encoder(images)[0]
+        z = self.latent_head(features)
+        mean = z.mean(0)
+        rms = (z - mean).pow(2).mean().sqrt()
+        if not torch.isfinite(rms) or rms <= 0:
+            return
+        gain = std / rms
+        head = self.latent_head
+        head.bias.sub_(mean).mul_(gain)
+        head.weight.mul_(gain)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``(b, zdim)`` latent → ``(b, n_voxels)`` ΔV on the decoder voxels."""
@@ -271,6 +295,16 @@ _LOGVAR_INIT = math.log(0.1**2)
 """Initial log σ² of a variational latent: σ = 0.1, below the spread of a fresh encoder's z
 (0.1-0.8 measured, issue 10), so that the decoder sees the encoder's signal from the first
 step and the KL term decides how much noise each dimension can afford."""
+
+
+_LOGVAR_RANGE = 6.0
+"""log σ² stays within ``_LOGVAR_INIT`` ± this (σ 0.005-2; the prior's σ is 1), through a
+tanh: a runaway encoder cannot overflow exp(log σ²) into an infinite KL term (measured once
+on the CI phantom before the bound: KL 4e16 in epoch 3)."""
+
+
+def _bounded_logvar(raw: torch.Tensor) -> torch.Tensor:
+    return _LOGVAR_INIT + _LOGVAR_RANGE * torch.tanh((raw - _LOGVAR_INIT) / _LOGVAR_RANGE)
 
 
 def _logvar_head(zdim: int) -> nn.Linear:

@@ -86,6 +86,11 @@ log = logging.getLogger(__name__)
 
 # Particles used to fit the scale between projections of V0 and the images.
 _SCALE_FIT_SAMPLE = 512
+# Particles encoded to set a new run's initial latent spread, and that spread: the realistic
+# screens of issue 10 that found their landscapes started at 0.13-0.26 (AdK, SNR 0.1); the
+# phantom seed that ran away started at 1.1.
+_LATENT_INIT_SAMPLE = 256
+_LATENT_INIT_STD = 0.2
 # Particles backprojected for V0 with --ref auto: beyond ~2e4 the consensus map's FSC gains
 # little at training boxes, and the time grows linearly.
 _CONSENSUS_SAMPLE = 20_000
@@ -165,6 +170,19 @@ def _fit_reference_scale(model: HetSIREN, particles: ParticleSet, prep: Preproce
     if den == 0:
         raise UserInputError(f"{cfg.ref}: the reference projects to zero inside the box")
     return num / den
+
+
+def _calibrate_latent(model: HetSIREN, particles: ParticleSet, prep: Preprocessing,
+                      cfg: TrainConfig, device: torch.device,
+                      images: PreprocessedImages) -> None:
+    """A new run's latent layer rescaled on a sample of its particles to the spread
+    :data:`_LATENT_INIT_STD` (``HetSIRENNet.calibrate_latent``)."""
+    rng = np.random.default_rng(cfg.seed)
+    n = particles.n_particles
+    sample = np.sort(rng.choice(n, size=min(n, _LATENT_INIT_SAMPLE), replace=False))
+    batch = load_batch(particles, prep, sample, device, images)
+    target, _ = ctf_roles(batch, prep, cfg.ctf_mode)
+    model.net.calibrate_latent(target, _LATENT_INIT_STD)
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,6 +573,7 @@ def _set_up(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, resume: boo
             log.info("reference scaled by %.4g to match the images", scale)
             model = build_model(network, v0 * scale, mask).to(device)
             extra["reference_scale"] = scale
+        _calibrate_latent(model, particles, prep, cfg, device, images)
         cfg = replace(cfg, extra=extra)
         optimizer = _adam(model, cfg)
         write_record(run_dir, RunRecord.new(cfg, network, prep))
