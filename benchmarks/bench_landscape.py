@@ -114,7 +114,10 @@ EXPERIMENTS = {
         {"off": {**OFF, **PINNED}, "on, λ 1 (default until issue 10)": {**ON, **PINNED},
          "on, λ 0.001 (default)": {"pose_decoupling": 0.001, "ctf_decoupling": 0.001,
                                    **PINNED},
-         "off + latent norm": {**OFF, **PINNED, "latent_norm": True}},
+         "off + latent norm": {**OFF, **PINNED, "latent_norm": True},
+         "off + width 64 + VAE β 0.3": {**OFF, **PINNED, "hidden_width": 64,
+                                        "kl_weight": 0.3},
+         "off + width 64 + VAE β 1": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 1.0}},
         seeds=(1, 2, 3), zdim=10, epochs=20,
         note="SNR 5 and zdim 10 (the paper's), where the encoder can see pose and defocus",
         plot=("landscape", "leakage_defocus")),
@@ -146,7 +149,9 @@ EXPERIMENTS = {
          "latent norm": {**OFF, **PINNED, "latent_norm": True},
          "latent norm + width 64": {**OFF, **PINNED, "latent_norm": True, "hidden_width": 64},
          "latent norm + lr 1e-3": {**OFF, **PINNED, "latent_norm": True, "lr": 1e-3},
-         "width 64 + VAE β 0.1": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 0.1}},
+         "width 64 + VAE β 0.1": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 0.1},
+         "width 64 + VAE β 0.3": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 0.3},
+         "width 64 + VAE β 1": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 1.0}},
         seeds=(1, 2, 3), note="decoupling off, as tests/train/test_trainer.py (its dataset with "
         "`--data-seed 3`)"),
 }

@@ -104,7 +104,7 @@ def test_the_record_round_trips_and_stores_the_whole_network(tmp_path):
     write_record(tmp_path, record)
     back = read_record(tmp_path)
     assert back == record
-    assert back.network.omega0 == 7.0 and back.network.hidden_width == 3
+    assert back.network.omega0 == 7.0 and back.network.hidden_width == TrainConfig.hidden_width
     assert back.preprocessing.pixel_size_A == 4.0
     # a stored network wins over the code's constants (a changed default breaks no old run)
     data = json.loads((tmp_path / CONFIG).read_text())

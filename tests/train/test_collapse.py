@@ -19,7 +19,8 @@ from hetsiren.train.config import TrainConfig
 from hetsiren.train.health import training_health
 from hetsiren.train.trainer import train
 
-OLD_DEFAULTS = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0, "latent_norm": False}
+OLD_DEFAULTS = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0, "latent_norm": False,
+                "hidden_width": None, "kl_weight": 0.0}
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,12 @@ from hetsiren.train.config import TrainConfig, field_help, resume_changes
 
 def test_the_network_record_follows_the_options():
     cfg = TrainConfig(particles="p.star", zdim=6, omega0=12.0, refine_pose=True,
-                      pose_decoupling=0.0, ctf_decoupling=0.0)
+                      pose_decoupling=0.0, ctf_decoupling=0.0, hidden_width=None, kl_weight=0)
     net = cfg.network(32)
     assert isinstance(net, NetworkConfig)
     assert (net.box_size, net.zdim, net.hidden_width, net.omega0) == (32, 6, 6, 12.0)
-    assert net.refine_pose and not net.decoupling
+    assert net.refine_pose and not net.decoupling and not net.variational
+    assert TrainConfig(particles="p", kl_weight=0.1).network(16).variational
     assert TrainConfig(particles="p", ctf_decoupling=0.1, pose_decoupling=0).network(
         16).decoupling
     assert cfg.network(32, n_hidden=5).n_hidden == 5
@@ -61,3 +62,12 @@ def test_every_option_has_help():
     helps = field_help()
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
     assert names <= set(helps) and all(helps[n] for n in names)
+
+
+def test_a_record_from_before_an_option_reads_as_the_run_it_was():
+    old = TrainConfig(particles="p.star").to_dict()
+    del old["kl_weight"]  # recorded before the variational latent existed: deterministic
+    assert TrainConfig.from_dict(old).kl_weight == 0.0
+    assert not TrainConfig.from_dict(old).network(16).variational
+    assert TrainConfig.from_dict(TrainConfig(particles="p").to_dict()).kl_weight == \
+        TrainConfig.kl_weight  # a record that has it keeps it

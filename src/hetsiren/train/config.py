@@ -97,8 +97,10 @@ class TrainConfig:
     """Latent dimension."""
     encoder: EncoderKind = "conv"  # paper: residual convolutional encoder by default
     """Encoder architecture: conv (residual, default) or mlp (3 x 1024)."""
-    hidden_width: int | None = None  # paper: neurons = latent dimension
-    """Width of the decoder's meta-sinusoidal hidden layers; not given: --zdim."""
+    hidden_width: int | None = 64  # paper: neurons = latent dimension (issue 10: too narrow)
+    """Width of the decoder's meta-sinusoidal hidden layers (the paper's: --zdim). With the
+    paper's width the decoded maps span only zdim basis maps and train slowly: at SNR 0.1 on
+    two proteins (30 epochs) width 64 raised abs(ρ PC1) 0.74 → 0.89-0.91 (docs/benchmarks.md)."""
     activation: Activation = "siren"  # paper; relu for the ablation of Supplementary Fig. 10
     """Decoder activation."""
     omega0: float = 5.0  # paper / SIREN: 30; with 30 z barely moves the maps (docs/benchmarks)
@@ -113,11 +115,14 @@ class TrainConfig:
     it, a runaway (ARI 0.05) in seed 2 without; but on AdK at SNR 0.1 more defocus leaks into
     z (kNN R² 0.45-0.58 against 0.16-0.31), so it is off by default (docs/benchmarks.md)."""
 
-    kl_weight: float = 0.0  # not in the paper (issue 10); cryoDRGN's VAE: β = 1 / zdim
+    kl_weight: float = 1.0  # not in the paper (issue 10); cryoDRGN's VAE: β = 1 / zdim
     """β of a variational latent; 0 = the paper's deterministic z. The encoder also gives a
     σ per dimension, training decodes z = μ + σ ε and adds β · KL(N(μ, σ²) ‖ N(0, 1)) / n,
     n the pixels inside the loss's circle (cryoDRGN's scaling; β = 2 is the evidence bound
-    for unit noise variance); encode, analyze and decode use μ."""
+    for unit noise variance); encode, analyze and decode use μ. The prior holds z's scale
+    (a deterministic z collapsed or ran away with the data term flat) and the noise squeezes
+    out what the decoder does not need: on AdK at SNR 0.1 (30 epochs, seed 3) defocus leakage
+    kNN R² 0.038 at β 1, 0.18 at 0.3, 0.26 at 0.1, 0.30 deterministic (docs/benchmarks.md)."""
 
     # --- losses (Methods, Eqs. 3-12) --------------------------------------------------------
     data_loss: DataLoss = "mse"  # paper: MSE by default, correlation as an alternative
@@ -134,13 +139,15 @@ class TrainConfig:
     """λ5, Eq. 12 statistics of V inside the focus mask vs the reference (needs --ref, --mask)."""
     multires: tuple[int, ...] = (1, 2)  # paper: full (R) and half (2R) resolution suffice
     """Downsampling factors of the multiresolution loss (Eq. 10)."""
-    pose_decoupling: float = 0.001  # paper: no value; Flexutils 1; Scipion reportedly 0.001
-    """λp, pose disentanglement (Eq. 3); 0 turns it off (up to 2.7x faster per image). At
-    SNR 0.1 a weight of 1 collapsed z to a constant (the terms' trivial minimum) in every run
-    measured; 0.001 kept the landscape of λ = 0 (docs/benchmarks.md)."""
-    ctf_decoupling: float = 0.001  # paper: no value; Flexutils 1; Scipion reportedly 0.001
-    """λc, CTF disentanglement (Eq. 4); 0 turns it off. At SNR 0.1, 0.001 halved the defocus
-    leakage of λ = 0 without the collapse of λ = 1 (docs/benchmarks.md)."""
+    pose_decoupling: float = 0.0  # paper: no value; Flexutils 1; Scipion reportedly 0.001
+    """λp, pose disentanglement (Eq. 3); 0 (default) turns it off and builds no clean-image
+    encoder (2.7-3.5x faster per image). At SNR 0.1 a weight of 1 collapsed z to a constant
+    (the terms' trivial minimum) in every run measured; with the variational latent, 0.001
+    did not lower the (nil) pose leakage nor the defocus leakage (docs/benchmarks.md)."""
+    ctf_decoupling: float = 0.0  # paper: no value; Flexutils 1; Scipion reportedly 0.001
+    """λc, CTF disentanglement (Eq. 4); 0 (default) turns it off. With the variational
+    latent, λc 0.01 or 0.001 left AdK's defocus leakage at 0.33 (0.26 without; --kl-weight
+    is what removes it) for 3x the time per image (docs/benchmarks.md)."""
 
     # --- optimisation ----------------------------------------------------------------------
     epochs: int = 30
