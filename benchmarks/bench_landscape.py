@@ -65,7 +65,7 @@ OFF = {"pose_decoupling": 0.0, "ctf_decoupling": 0.0}
 ON = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0}
 # The network options of issue 10 at their values before it: variants pin them, so that a
 # label keeps meaning what was measured when the defaults move on.
-PINNED = {"latent_norm": False, "hidden_width": None, "kl_weight": 0.0}
+PINNED = {"latent_norm": False, "hidden_width": None, "kl_weight": 0.0, "kl_warmup": 0}
 NO_DENOISING = {"l1_weight": 0.0, "negativity_weight": 0.0, "tv_l1_weight": 0.0,
                 "tv_l2_weight": 0.0}
 PAPER_OPTIMISER = {k: v for k, v in PAPER_DEFAULTS.items() if k != "epochs"}
@@ -117,7 +117,9 @@ EXPERIMENTS = {
          "off + latent norm": {**OFF, **PINNED, "latent_norm": True},
          "off + width 64 + VAE β 0.3": {**OFF, **PINNED, "hidden_width": 64,
                                         "kl_weight": 0.3},
-         "off + width 64 + VAE β 1": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 1.0}},
+         "off + width 64 + VAE β 1": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 1.0},
+         "off + width 64 + VAE β 1 warm-up 10": {**OFF, **PINNED, "hidden_width": 64,
+                                                 "kl_weight": 1.0, "kl_warmup": 10}},
         seeds=(1, 2, 3), zdim=10, epochs=20,
         note="SNR 5 and zdim 10 (the paper's), where the encoder can see pose and defocus",
         plot=("landscape", "leakage_defocus")),
@@ -151,7 +153,9 @@ EXPERIMENTS = {
          "latent norm + lr 1e-3": {**OFF, **PINNED, "latent_norm": True, "lr": 1e-3},
          "width 64 + VAE β 0.1": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 0.1},
          "width 64 + VAE β 0.3": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 0.3},
-         "width 64 + VAE β 1": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 1.0}},
+         "width 64 + VAE β 1": {**OFF, **PINNED, "hidden_width": 64, "kl_weight": 1.0},
+         "width 64 + VAE β 1 warm-up 10": {**OFF, **PINNED, "hidden_width": 64,
+                                           "kl_weight": 1.0, "kl_warmup": 10}},
         seeds=(1, 2, 3), note="decoupling off, as tests/train/test_trainer.py (its dataset with "
         "`--data-seed 3`)"),
 }

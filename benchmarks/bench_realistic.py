@@ -61,7 +61,7 @@ _AMINO = {12: 6, 14: 7, 16: 8, 32: 16}  # rounded atomic mass → atomic number 
 
 # The network options of issue 10 at their values before it: variants pin them, so that a
 # label keeps meaning what was measured when the defaults move on.
-PINNED = {"latent_norm": False, "hidden_width": None, "kl_weight": 0.0}
+PINNED = {"latent_norm": False, "hidden_width": None, "kl_weight": 0.0, "kl_warmup": 0}
 OFF = {"pose_decoupling": 0.0, "ctf_decoupling": 0.0}
 OLD = {"pose_decoupling": 1.0, "ctf_decoupling": 1.0, **PINNED}  # defaults until issue 10
 VARIANTS: dict[str, dict] = {
@@ -86,6 +86,8 @@ VARIANTS: dict[str, dict] = {
     "width 64 + VAE β 0.1 + CTF decoupling λ 0.01": {**PINNED, "hidden_width": 64,
                                                      "kl_weight": 0.1, "pose_decoupling": 0.0,
                                                      "ctf_decoupling": 0.01},
+    "width 64 + VAE β 1 warm-up 10 + decoupling off": {**OFF, **PINNED, "hidden_width": 64,
+                                                       "kl_weight": 1.0, "kl_warmup": 10},
     "width 64 + VAE β 1 + decoupling off": {**OFF, **PINNED, "hidden_width": 64,
                                             "kl_weight": 1.0},
     "width 64 + VAE β 1 + λ 0.001": {**PINNED, "hidden_width": 64, "kl_weight": 1.0,

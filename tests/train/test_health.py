@@ -15,13 +15,13 @@ def test_collapse_with_flat_data_is_named():
     message = training_health(_log([1.284, 1.283, 1.281], [0.035, 0.0087, 0.0017]))
     assert message is not None
     assert message.startswith("latent collapsed")
-    assert "0.0017" in message and "--pose-decoupling" in message
+    assert "0.0017" in message and "--pose-decoupling" in message and "--kl-weight" in message
 
 
 def test_runaway_with_flat_data_is_named():
     message = training_health(_log([1.625, 1.625, 1.624], [0.5, 14.0, 675.0]))
     assert message is not None and message.startswith("latent ran away")
-    assert "--lr" in message and "--latent-norm" in message
+    assert "--lr" in message and "--kl-weight" in message
 
 
 def test_working_runs_pass():

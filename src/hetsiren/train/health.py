@@ -57,13 +57,13 @@ def training_health(entries: Sequence[dict[str, Any]]) -> str | None:
     if z[-1] < COLLAPSE_Z_STD and z[-1] < _COLLAPSE_FALL * max(z):
         return (f"latent collapsed: z std fell from {max(z):.3g} to {z[-1]:.3g} by epoch "
                 f"{len(z)} and {flat}. Try --pose-decoupling 0 --ctf-decoupling 0 (or smaller "
-                "weights), --latent-norm, another --seed, or check that poses and CTF match "
-                "the images.")
+                "weights; 0 is the default), a smaller --kl-weight, --latent-norm, another "
+                "--seed, or check that poses and CTF match the images.")
     if z[-1] > RUNAWAY_Z_STD and z[-1] > _RUNAWAY_GROWTH * z[0]:
         return (f"latent ran away: z std grew from {z[0]:.3g} to {z[-1]:.3g} by epoch "
-                f"{len(z)} and {flat}. Try --latent-norm (z standardised: no runaway), "
-                "--pose-decoupling 1 --ctf-decoupling 1 (high-SNR data), a lower --lr, another "
-                "--seed, or check that poses and CTF match the images.")
+                f"{len(z)} and {flat}. Try a larger --kl-weight (its prior holds z's scale; "
+                "1 is the default), --latent-norm (z standardised: no runaway), a lower --lr, "
+                "another --seed, or check that poses and CTF match the images.")
     spread = entries[-1].get("map_spread")
     if len(entries) >= _IGNORED_EPOCHS and spread is not None and spread < MAP_SPREAD_FLOOR:
         return (f"decoder ignores z: the decoded maps differ by {spread:.3g} across particles "

@@ -213,6 +213,7 @@ class _Step:
         self.model, self.cfg, self.prep, self.device = model, cfg, prep, device
         self.masks = {f: _circle(prep.box // f, device) for f in cfg.multires}
         self.n_pixels = float(_circle(prep.box, "cpu").sum())  # the KL term's scale
+        self.kl_weight = cfg.kl_weight  # this epoch's β (kl_weight(cfg, epoch))
         self.amp = cfg.amp and device.type == "cuda"
         self.focus = cfg.mask is not None and cfg.ref is not None and cfg.focus_stats_weight > 0
 
@@ -260,7 +261,7 @@ class _Step:
         if self.focus:
             out["focus"] = cfg.focus_stats_weight * L.focus_stats_loss(model.volume, values)
         if logvar is not None:
-            out["kl"] = cfg.kl_weight * L.kl_loss(z, logvar) / self.n_pixels
+            out["kl"] = self.kl_weight * L.kl_loss(z, logvar) / self.n_pixels
 
         # each decoupling encoder sees its two image sets (own pose / CTF and shuffled) as one
         # batch of 2b: one pass instead of two
@@ -297,6 +298,14 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
         return cfg.lr
     floor = cfg.lr_final_fraction
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * epoch / (cfg.epochs - 1))))
+
+
+def kl_weight(cfg: TrainConfig, epoch: int) -> float:
+    """β in ``epoch`` (0-based): rising linearly to ``kl_weight`` over the first
+    ``kl_warmup`` epochs (β / warm-up in the first), then constant."""
+    if cfg.kl_warmup <= 0:
+        return cfg.kl_weight
+    return cfg.kl_weight * min(1.0, (epoch + 1) / cfg.kl_warmup)
 
 
 def _adam(model: HetSIREN, cfg: TrainConfig) -> torch.optim.Adam:
@@ -595,6 +604,7 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, prep:
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, epoch)
+        step.kl_weight = kl_weight(cfg, epoch)
         gen = _epoch_generator(cfg.seed, epoch)
         order = torch.randperm(n, generator=gen).numpy()
         sums: dict[str, float] = {}
