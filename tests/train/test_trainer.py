@@ -170,6 +170,14 @@ def test_variational_latent_logs_its_kl_and_encodes_its_mean(dataset, tmp_path):
               progress=False)
 
 
+def test_kl_weight_holds_at_a_tenth_then_rises_then_holds():
+    from hetsiren.train.trainer import kl_weight
+
+    cfg = TrainConfig(particles="p.star", kl_weight=1.0, kl_warmup=2)
+    assert [kl_weight(cfg, e) for e in range(6)] == pytest.approx([0.1, 0.1, 0.55, 1, 1, 1])
+    assert kl_weight(replace(cfg, kl_warmup=0), 0) == 1.0  # no warm-up: constant
+
+
 def test_training_without_poses_is_a_clear_error(tmp_path, dataset):
     import mrcfile
 

@@ -125,9 +125,10 @@ class TrainConfig:
     kNN R² 0.038 at β 1, 0.18 at 0.3, 0.26 at 0.1, 0.30 deterministic (docs/benchmarks.md)."""
 
     kl_warmup: int = 10  # not in the paper (issue 10); the usual cure of posterior collapse
-    """Epochs over which β rises linearly from --kl-weight / N to --kl-weight (0: constant).
-    The decoder first learns to use z, then the full β squeezes out what it does not need:
-    at β 1 from the first epoch PR-LBD's hinge collapsed (z std 0.03, abs(ρ) 0.01)."""
+    """Epochs at β = --kl-weight / 10 before β rises linearly to --kl-weight over as many
+    more (0: constant β). The decoder first learns to use z, then the full β squeezes out
+    what it does not need: at β 1 from the first epoch, or rising from the first epoch over
+    10, PR-LBD's hinge collapsed (z std 0.03, abs(ρ) 0.01-0.05)."""
 
     # --- losses (Methods, Eqs. 3-12) --------------------------------------------------------
     data_loss: DataLoss = "mse"  # paper: MSE by default, correlation as an alternative

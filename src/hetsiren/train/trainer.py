@@ -301,11 +301,14 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
 
 
 def kl_weight(cfg: TrainConfig, epoch: int) -> float:
-    """β in ``epoch`` (0-based): rising linearly to ``kl_weight`` over the first
-    ``kl_warmup`` epochs (β / warm-up in the first), then constant."""
+    """β in ``epoch`` (0-based): ``kl_weight`` / 10 for the first ``kl_warmup`` epochs, then
+    rising linearly to ``kl_weight`` over as many more, then constant (``kl_warmup`` 0:
+    constant). On PR-LBD at SNR 0.1 the decoder took 6-8 epochs to pick z up at β 0.1; a β of
+    0.3-1 in those epochs shrank z to a constant first (posterior collapse)."""
     if cfg.kl_warmup <= 0:
         return cfg.kl_weight
-    return cfg.kl_weight * min(1.0, (epoch + 1) / cfg.kl_warmup)
+    ramp = min(1.0, max(0.0, (epoch + 1 - cfg.kl_warmup) / cfg.kl_warmup))
+    return cfg.kl_weight * (0.1 + 0.9 * ramp)
 
 
 def _adam(model: HetSIREN, cfg: TrainConfig) -> torch.optim.Adam:
