@@ -1,7 +1,8 @@
 """The training step as it was before the fast step (issue 11): plain autograd projector and
 volume terms, one projection per pass, separate CTF FFTs, V0 added after the decoder. Kept as
 the reference the fast step (``trainer._Step``) is checked against; it computes in the
-parameters' dtype (float64 in the tests)."""
+parameters' dtype (float64 in the tests). The variational latent (issue 10, after the fast
+step) is written here the plain way: sample, decode, KL term."""
 
 from __future__ import annotations
 
@@ -35,11 +36,14 @@ def reference_step(step, batch, generator) -> dict[str, torch.Tensor]:
     ctf = None if cfg.ctf_mode == "none" else batch_ctf(batch, step.prep)
     images = batch.images
     target = images if (ctf is None or cfg.ctf_mode != "wiener") else wiener_filter(images, ctf)
-    z, d_euler, d_shift = net.encode(target)
+    z, logvar, d_euler, d_shift = net.encode_posterior(target)
+    decoded = z  # the noise is drawn first, as the fast step draws it
+    if logvar is not None:
+        decoded = z + torch.randn(z.shape, generator=generator).to(z.device) * (logvar / 2).exp()
     rotations, shifts = batch.rotations, batch.shifts_px
     if cfg.refine_pose:
         rotations, shifts = refine_pose(rotations, shifts, d_euler, d_shift)
-    values = model.volume.values(net.decode(z))
+    values = model.volume.values(net.decode(decoded))
     clean = _project(model, values, rotations, shifts)
     pred = apply_ctf(clean, ctf) if (ctf is not None and cfg.ctf_mode == "apply") else clean
 
@@ -52,6 +56,9 @@ def reference_step(step, batch, generator) -> dict[str, torch.Tensor]:
     out["tv_l1"], out["tv_l2"] = cfg.tv_l1_weight * tv1, cfg.tv_l2_weight * tv2
     if step.focus:
         out["focus"] = cfg.focus_stats_weight * L.focus_stats_loss(model.volume, values)
+    if logvar is not None:
+        n_pixels = (step.masks[1] > 0).sum()
+        out["kl"] = step.kl_weight * L.kl_loss(z, logvar) / n_pixels
     b = len(batch.indices)
     if cfg.pose_decoupling > 0:
         perm = torch.randperm(b, generator=generator)

@@ -3,10 +3,11 @@ defaults) shrink z to a constant and the defaults keep it.
 
 Measured on this dataset (400 phantom particles, SNR 0.1, box 32, seed 1), both from the
 calibrated initial spread: with the old defaults (λ = 1, deterministic z of the paper's
-width) the z std fell 0.113 → 0.016 in 4 epochs, the decoded maps alike (map spread 0.002);
-with the defaults (variational z, width 64, no decoupling) it stayed 0.175 → 0.189 (4 epochs)
-→ 0.143 (8) with the decoded maps apart (map spread 0.13-0.17). Before the variational latent
-(λ 0.001) the old defaults went 0.079 → 0.0095 and the defaults of then 0.11 → 0.14.
+width) the z std fell 0.113 → 0.016 in 4 epochs (0.0086 in 8, named at epoch 6), the decoded
+maps alike (map spread 0.002) and the data term flat at 1.305; with the defaults (variational
+z with its β schedule, width 64, no decoupling) it stayed 0.20 → 0.20 (4 epochs) → 0.29 (8),
+the decoded maps apart (map spread 0.08-0.23 from epoch 2) and the data term 4.4 % lower by
+epoch 8. Before the variational latent the old defaults went 0.079 → 0.0095 in 4 epochs.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def test_defaults_keep_the_latent_where_the_old_ones_collapse_it(low_snr, tmp_pa
     old = _train(low_snr, tmp_path / "old", 4, **OLD_DEFAULTS)
     new = _train(low_snr, tmp_path / "new", 4)
     assert old[-1]["z_std"] < 0.25 * old[0]["z_std"]  # measured 0.14x
-    assert new[-1]["z_std"] > 0.8 * new[0]["z_std"]  # measured 1.08x
-    assert new[-1]["map_spread"] > 3 * MAP_SPREAD_FLOOR > old[-1]["map_spread"]  # 0.15, 0.002
+    assert new[-1]["z_std"] > 0.8 * new[0]["z_std"]  # measured 1.00x
+    assert new[-1]["map_spread"] > 2 * MAP_SPREAD_FLOOR > old[-1]["map_spread"]  # 0.11, 0.002
     assert training_health(new) is None
 
 
@@ -57,6 +58,5 @@ def test_collapse_is_named_and_defaults_learn(low_snr, tmp_path):
     assert (training_health(old) or "").startswith("latent collapsed")
     assert "health" in old[-1]
     assert training_health(new) is None and "health" not in new[-1]
-    # the decoder uses z all along (the data term falls only 0.2 % here: the decoded z is a
-    # noisy sample, and 400 particles at SNR 0.1 hold little to fit)
-    assert min(e["map_spread"] for e in new[1:]) > 3 * MAP_SPREAD_FLOOR  # measured 0.119-0.174
+    assert new[-1]["data"] < 0.995 * new[0]["data"]  # measured 4.4 % lower
+    assert min(e["map_spread"] for e in new[1:]) > 2 * MAP_SPREAD_FLOOR  # measured 0.08-0.23

@@ -65,7 +65,8 @@ def _losses_and_grads(step_fn, step, batch):
 
 
 CASES = {
-    "default": {},
+    "default": {},  # the variational latent (issue 10)
+    "deterministic": dict(kl_weight=0.0),
     "decoupling-1": dict(pose_decoupling=1.0, ctf_decoupling=1.0),
     "no-decoupling": dict(pose_decoupling=0.0, ctf_decoupling=0.0),
     "wiener": dict(ctf_mode="wiener"),
