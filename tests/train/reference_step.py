@@ -37,9 +37,10 @@ def reference_step(step, batch, generator) -> dict[str, torch.Tensor]:
     images = batch.images
     target = images if (ctf is None or cfg.ctf_mode != "wiener") else wiener_filter(images, ctf)
     z, logvar, d_euler, d_shift = net.encode_posterior(target)
-    decoded = z  # the noise is drawn first, as the fast step draws it
+    decoded = z  # the sample of z, from the step's noise for these particles
     if logvar is not None:
-        decoded = z + torch.randn(z.shape, generator=generator).to(z.device) * (logvar / 2).exp()
+        noise = step.latent_noise[batch.indices.cpu()].to(z.device)
+        decoded = z + noise * (logvar / 2).exp()
     rotations, shifts = batch.rotations, batch.shifts_px
     if cfg.refine_pose:
         rotations, shifts = refine_pose(rotations, shifts, d_euler, d_shift)

@@ -84,6 +84,7 @@ def test_step_matches_reference(case, device):
     prep = Preprocessing(box_in=BOX, box=BOX, pixel_size_in_A=2.0, noise_std=1.0)
     model = _model(cfg, case == "focused", device)
     step = trainer._Step(model, cfg, prep, torch.device(device))
+    step.begin_epoch(0, 6)
     assert step.focus == (case == "focused")
     batch = _batch(6, device)
     fast, fast_grads = _losses_and_grads(lambda s, b, g: s(b, g), step, batch)
@@ -111,6 +112,7 @@ def test_ten_steps_give_the_same_latent():
     for step_fn in (lambda s, b, g: s(b, g), reference_step):
         model = _model(cfg, False, "cpu")
         step = trainer._Step(model, cfg, prep, torch.device("cpu"))
+        step.begin_epoch(0, 4)
         optimizer = trainer._adam(model, cfg)
         gen = torch.Generator().manual_seed(3)
         for batch in batches:

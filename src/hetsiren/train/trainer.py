@@ -213,9 +213,21 @@ class _Step:
         self.model, self.cfg, self.prep, self.device = model, cfg, prep, device
         self.masks = {f: _circle(prep.box // f, device) for f in cfg.multires}
         self.n_pixels = float(_circle(prep.box, "cpu").sum())  # the KL term's scale
-        self.kl_weight = cfg.kl_weight  # this epoch's β (kl_weight(cfg, epoch))
         self.amp = cfg.amp and device.type == "cuda"
         self.focus = cfg.mask is not None and cfg.ref is not None and cfg.focus_stats_weight > 0
+        self.kl_weight = cfg.kl_weight  # this epoch's β: begin_epoch
+        self.latent_noise: torch.Tensor | None = None  # (N, zdim) ε of this epoch: begin_epoch
+
+    def begin_epoch(self, epoch: int, n_particles: int) -> None:
+        """This epoch's β and, for a variational latent, its noise ε: one row per particle,
+        drawn from (seed, epoch) alone, so that a particle's sample is the same whatever the
+        number of processes sharing the batch (n x zdim x 4 bytes: 40 MB for 1e6 particles)."""
+        self.kl_weight = kl_weight(self.cfg, epoch)
+        if self.model.net.config.variational:
+            gen = torch.Generator().manual_seed(_NOISE_SEED_OFFSET + _epoch_seed(self.cfg.seed,
+                                                                                 epoch))
+            self.latent_noise = torch.randn(n_particles, self.model.net.config.zdim,
+                                            generator=gen)
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         cfg, model, net = self.cfg, self.model, self.model.net
@@ -226,7 +238,9 @@ class _Step:
         z_decoded = z
         if logvar is not None:
             logvar = _full(logvar)
-            noise = torch.randn(z.shape, generator=generator).to(self.device)
+            if self.latent_noise is None:
+                raise RuntimeError("begin_epoch() draws the variational latent's noise")
+            noise = self.latent_noise[batch.indices.cpu()].to(self.device)
             z_decoded = z + noise * torch.exp(0.5 * logvar)
         rotations, shifts = batch.rotations, batch.shifts_px
         if cfg.refine_pose:
@@ -321,8 +335,15 @@ def _adam(model: HetSIREN, cfg: TrainConfig) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=cfg.lr)
 
 
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+_NOISE_SEED_OFFSET = 7_919  # the latent noise's generator: apart from the order's
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.Generator().manual_seed(_epoch_seed(seed, epoch))
 
 
 def _resolve_paths(cfg: TrainConfig) -> TrainConfig:
@@ -607,7 +628,7 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, prep:
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, epoch)
-        step.kl_weight = kl_weight(cfg, epoch)
+        step.begin_epoch(epoch, n)
         gen = _epoch_generator(cfg.seed, epoch)
         order = torch.randperm(n, generator=gen).numpy()
         sums: dict[str, float] = {}
