@@ -21,9 +21,10 @@ from hetsiren.train.trainer import _diverged
 
 @pytest.fixture(scope="module")
 def slow_epoch_star(tmp_path_factory):
-    """256 particles of 16 px: a first epoch of a few seconds on one CPU thread."""
+    """768 particles of 16 px: a first epoch of a few seconds on one CPU thread (the
+    default step without decoupling does 256 in about one)."""
     out = tmp_path_factory.mktemp("recovery") / "sim"
-    simulate_phantom(out, "discrete", 16, SimulationSpec(n_particles=256, snr=1.0, seed=5,
+    simulate_phantom(out, "discrete", 16, SimulationSpec(n_particles=768, snr=1.0, seed=5,
                                                          pixel_size_A=5.0), progress=False)
     return out / "particles.star"
 
