@@ -61,7 +61,8 @@ def _losses_and_grads(step_fn, step, batch):
     out = step_fn(step, batch, torch.Generator().manual_seed(7))
     out["total"].backward()
     grads = {k: p.grad.clone() for k, p in model.net.named_parameters() if p.grad is not None}
-    return {k: v.detach() for k, v in out.items() if k not in ("z_std", "map_spread")}, grads
+    diagnostics = ("z_std", "z_sigma", "map_spread")
+    return {k: v.detach() for k, v in out.items() if k not in diagnostics}, grads
 
 
 CASES = {

@@ -293,6 +293,9 @@ class _Step:
         # growing while the data term stalls means the decoder sees z as noise (measured with
         # decoupling off on two states: z std 4-3000, gradient norm 1e2-1e9, no landscape).
         out["z_std"] = z.detach().std(0, correction=0).mean()
+        if logvar is not None:
+            # Diagnostic: the variational latent's noise σ, against z std the signal's spread.
+            out["z_sigma"] = torch.exp(0.5 * logvar.detach()).mean()
         # Diagnostic: how much the decoded maps differ across the batch (RMS over voxels of
         # their spread, relative to the mean map's RMS). Near 0: the decoder ignores z.
         v = values.detach()
