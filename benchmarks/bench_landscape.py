@@ -46,7 +46,7 @@ import torch
 from hetsiren.analysis.evaluate import evaluate_run, load_truth
 from hetsiren.devices import resolve_device
 from hetsiren.io import read_map, write_map
-from hetsiren.rundir import LATENT, open_run
+from hetsiren.rundir import LATENT, network_changes, open_run
 from hetsiren.simulate import SimulationSpec, simulate_phantom
 from hetsiren.simulate.phantoms import discrete_phantom_maps
 from hetsiren.simulate.scenarios import simulate_discrete
@@ -248,7 +248,8 @@ def run_key(data: Data, overrides: dict, exp: Experiment, seed: int, scale: Scal
               if k not in ("particles", "mask", "device")
               and LEGACY_OPTIONS.get(k, object()) != v}
     mask = {"level": _MASK_LEVEL, "dilate": _MASK_DILATE} if exp.focus else None
-    return _digest({"config": config, "data": data.spec(scale), "mask": mask})
+    key = {"config": config, "data": data.spec(scale), "mask": mask}
+    return _digest({**key, "network": network_changes()} if network_changes() else key)
 
 
 def log_summary(run: Path) -> dict[str, float]:

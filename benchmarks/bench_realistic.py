@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from hetsiren.analysis.evaluate import evaluate_run, load_truth
-from hetsiren.rundir import LATENT, LOG
+from hetsiren.rundir import LATENT, LOG, network_changes
 from hetsiren.simulate import SimulationSpec, density_from_points, simulate_discrete
 from hetsiren.simulate.scenarios import simulate_path
 from hetsiren.train.config import LEGACY_OPTIONS, REF_AUTO, TrainConfig
@@ -94,6 +94,7 @@ VARIANTS: dict[str, dict] = {
                                     "pose_decoupling": 0.001, "ctf_decoupling": 0.001},
     "width 64 + λ 0.001": {**PINNED, "hidden_width": 64,
                           "pose_decoupling": 0.001, "ctf_decoupling": 0.001},
+    "lr 1e-4": {"lr": 1e-4},
 }
 
 
@@ -270,7 +271,8 @@ def run_key(data: Data, overrides: dict, seed: int, schedule: Schedule) -> str:
     # options added later are left out at the value older runs had: their keys stay
     config = {k: v for k, v in make_config(overrides, seed, schedule).to_dict().items()
               if k not in ("particles", "device") and LEGACY_OPTIONS.get(k, object()) != v}
-    return _digest({"config": config, "data": data.spec()})
+    key = {"config": config, "data": data.spec()}
+    return _digest({**key, "network": network_changes()} if network_changes() else key)
 
 
 def rare_recall(z: np.ndarray, state: np.ndarray, seed: int = 0) -> float:

@@ -111,6 +111,11 @@ def test_the_record_round_trips_and_stores_the_whole_network(tmp_path):
     data["network"]["n_hidden"] = 5
     (tmp_path / CONFIG).write_text(json.dumps(data))
     assert read_record(tmp_path).network.n_hidden == 5
+    # a stored network from before a field was added reads as the run it was
+    assert back.network.feature_norm
+    del data["network"]["feature_norm"]
+    (tmp_path / CONFIG).write_text(json.dumps(data))
+    assert not read_record(tmp_path).network.feature_norm
 
 
 @pytest.mark.parametrize("text, message", [

@@ -62,13 +62,14 @@ from hetsiren.train.config import TrainConfig
 
 __all__ = [
     "ANALYSIS_DIR", "ANALYSIS_FILES", "CONFIG", "CONVERGENCE_DIR", "LANDSCAPE_DIR", "LATENT",
-    "CACHE", "LEGACY_NETWORK", "LOCK", "LOG", "MODEL", "NOTEBOOK", "POSES", "RUN_FILES",
-    "SNAPSHOTS", "SUBSET", "VALIDATE_DIR", "Run", "RunLock", "RunRecord", "analysis_folder",
-    "append_log", "atomic_write", "clear_run_files", "cluster_map_name", "load_checkpoint",
-    "load_latent", "load_snapshot_decoder", "load_snapshot_latent", "locks_run", "open_run",
-    "pc_map_name", "read_record", "read_training_log", "remove_stale_temporaries", "run_inputs",
-    "save_checkpoint", "save_snapshot", "snapshot_epochs", "truncate_log", "write_json",
-    "write_latent", "write_npy", "write_record",
+    "CACHE", "LEGACY_NETWORK", "LOCK", "LOG", "MODEL", "NETWORK_ADDED", "NOTEBOOK", "POSES",
+    "RUN_FILES", "SNAPSHOTS", "SUBSET", "VALIDATE_DIR", "Run", "RunLock", "RunRecord",
+    "analysis_folder", "append_log", "atomic_write", "clear_run_files", "cluster_map_name",
+    "load_checkpoint", "load_latent", "load_snapshot_decoder", "load_snapshot_latent",
+    "locks_run", "network_changes", "open_run", "pc_map_name", "read_record",
+    "read_training_log", "remove_stale_temporaries", "run_inputs", "save_checkpoint",
+    "save_snapshot", "snapshot_epochs", "truncate_log", "write_json", "write_latent",
+    "write_npy", "write_record",
 ]
 
 log = logging.getLogger(__name__)
@@ -431,11 +432,23 @@ def load_snapshot_decoder(run_dir: str | Path, epoch: int) -> dict[str, torch.Te
 LEGACY_NETWORK: dict[str, Any] = {
     "working_size": 64, "n_hidden": 3, "hyper_width": None, "n_hyper_layers": 1,
     "max_delta_angle": math.radians(10.0), "max_delta_shift_fraction": 0.05,
-    "delta_init_std": 1e-3,
+    "delta_init_std": 1e-3, "feature_norm": False,
 }
 """The architecture constants of runs whose config.json has no "network": NetworkConfig's
 defaults from the first network (d5a8833) through e5e3953 to the change that stored them. Kept
 here, not read from NetworkConfig, so that a new default there cannot break an old run."""
+
+NETWORK_ADDED: dict[str, Any] = {"feature_norm": False}
+"""NetworkConfig fields added after config.json stored the network, with the value of the runs
+stored before them (a new default must not change how an old checkpoint computes)."""
+
+
+def network_changes() -> dict[str, Any]:
+    """The fields of :data:`NETWORK_ADDED` whose NetworkConfig default today differs from the
+    value of the runs stored before them (what a benchmark's run key must hold so that a
+    stored result of the old network is not taken for the new one)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(NetworkConfig)}
+    return {k: defaults[k] for k, old in NETWORK_ADDED.items() if defaults[k] != old}
 
 
 @dataclass(frozen=True)
@@ -494,7 +507,7 @@ class RunRecord:
             prep = Preprocessing(**data["preprocessing"])
             stored = data.get("network")
             network = (train.network(prep.box, **LEGACY_NETWORK) if stored is None
-                       else NetworkConfig(**stored).validate())
+                       else NetworkConfig(**{**NETWORK_ADDED, **stored}).validate())
         except (TypeError, ValueError) as exc:
             raise UserInputError(f"{source}: unreadable run record ({exc})") from exc
         return cls(train, network, prep, str(data["hetsiren_version"]),

@@ -184,6 +184,35 @@ def test_variational_latent_gives_the_mean_to_encode_and_a_small_initial_sigma()
     assert plain.encode_posterior(images)[1] is None and plain.logvar_head is None
 
 
+@pytest.mark.parametrize("decoupling", [False, True])
+def test_feature_norm_makes_z_blind_to_the_scale_of_the_encoder_features(decoupling):
+    # The encoder's ReLU layers compound a small step of each into a large change of their
+    # output's scale; normalised features keep z (and σ) where the latent heads put them.
+    torch.manual_seed(0)
+    nets = {norm: build_network(_config(variational=True, feature_norm=norm,
+                                        decoupling=decoupling), 50) for norm in (True, False)}
+    images = torch.randn(8, 32, 32)
+    for norm, net in nets.items():
+        encoders = [net.encoder] + ([net.encoder_clean] if decoupling else [])
+        before = [net.encode_posterior(images)[:2]]
+        before += [(net.encode_clean(images), None)] if decoupling else []
+        with torch.no_grad():  # the latent branch's last layer 10x larger: features 10x
+            for encoder in encoders:
+                last = [m for m in encoder.latent_branch.modules()
+                        if isinstance(m, torch.nn.Linear)][-1]
+                last.weight.mul_(10.0)
+                last.bias.mul_(10.0)
+        after = [net.encode_posterior(images)[:2]]
+        after += [(net.encode_clean(images), None)] if decoupling else []
+        for (z0, v0), (z1, v1) in zip(before, after, strict=True):
+            if norm:
+                torch.testing.assert_close(z1, z0, atol=1e-4, rtol=1e-4)
+                if v0 is not None:
+                    torch.testing.assert_close(v1, v0, atol=1e-4, rtol=1e-4)
+            else:  # control: without it z follows the features' scale
+                assert (z1 - z1.mean(0)).abs().mean() > 5 * (z0 - z0.mean(0)).abs().mean()
+
+
 def test_calibrated_latent_has_the_asked_spread_whatever_the_fresh_scale():
     torch.manual_seed(0)
     net = build_network(_config(box_size=32, zdim=3), 50)

@@ -5,7 +5,8 @@
 - with decoupling, a pose-decoupling encoder for clean projections (I_t, I_p,t) and a
   CTF-decoupling encoder for CTF-corrupted projections (I_c, I_p,c), Eqs. 3-4;
 - the "conformational latent layer", one linear head shared by all encoders, so that the
-  latent vectors z, z_t, z_p,t, z_c and z_p,c live in one space;
+  latent vectors z, z_t, z_p,t, z_c and z_p,c live in one space (on layer-normalised branch
+  features, ``NetworkConfig.feature_norm``; not in the paper);
 - the decoder z → ΔV (``hetsiren.model.decoder``).
 
 Everything it contains follows from ``NetworkConfig`` and ``n_voxels``, so a run rebuilds it
@@ -76,6 +77,13 @@ class NetworkConfig:
     latent_norm: bool = False  # not in the paper (issue 10)
     """Standardise z over the batch (one mean per dimension, one scale for all): see
     ``LatentNorm``."""
+    feature_norm: bool = True  # not in the paper (issue 10)
+    """Layer-normalise the latent branch's features before the latent and log σ² heads: the
+    encoder's 13 ReLU layers have no normalisation, so a small relative step of Adam in each
+    compounds into a large change of the features' scale, and of z's; through the decoder's
+    ω0 · z phase that made z swing 0.1-5 and the gradient norm 1e4 within an epoch (the
+    demo's three states at SNR 1, width 64, variational). Runs stored before this option
+    read it as False."""
     variational: bool = False  # not in the paper (issue 10); cryoDRGN's latent
     """The latent layer also gives a log-variance per dimension: training decodes a sample
     z = μ + σ ε and pays the KL divergence from N(0, 1) (``train.losses.kl_loss``); encoding
@@ -152,6 +160,8 @@ class HetSIRENNet(nn.Module):
         self.encoder = Encoder(c.encoder, c.working_size, with_pose=c.refine_pose)
         self.encoder_clean = Encoder(c.encoder, c.working_size, False) if c.decoupling else None
         self.encoder_ctf = Encoder(c.encoder, c.working_size, False) if c.decoupling else None
+        self.feature_norm = (nn.LayerNorm(BRANCH_WIDTH, elementwise_affine=False)
+                             if c.feature_norm else None)
         self.latent_head = nn.Linear(BRANCH_WIDTH, c.zdim)
         self.logvar_head = _logvar_head(c.zdim) if c.variational else None
         self.latent_norm = LatentNorm(c.zdim) if c.latent_norm else None
@@ -186,8 +196,9 @@ class HetSIRENNet(nn.Module):
             training box, each in ±``max_delta_shift_px``. Without pose refinement the
             corrections are zeros.
         """
-        latent, euler, shift = self.encoder(images)
-        z = self._latent(latent, update=True)
+        features, euler, shift = self.encoder(images)
+        latent = self._normalized(features)
+        z = self._head(latent, update=True)
         logvar = None if self.logvar_head is None else _bounded_logvar(self.logvar_head(latent))
         if euler is None or shift is None or self.euler_head is None or self.shift_head is None:
             return z, logvar, z.new_zeros(len(z), 3), z.new_zeros(len(z), 2)
@@ -210,11 +221,20 @@ class HetSIRENNet(nn.Module):
             raise RuntimeError("this network was built with decoupling=False")
         return self._latent(self.encoder_ctf(images)[0])
 
-    def _latent(self, features: torch.Tensor, update: bool = False) -> torch.Tensor:
-        """The shared conformational latent layer: branch features → z (standardised with
-        ``latent_norm``; only the experimental encoder's batches update its running
-        statistics, which encoding uses)."""
-        z = self.latent_head(features)
+    def _latent(self, features: torch.Tensor) -> torch.Tensor:
+        """The shared conformational latent layer: a decoupling encoder's branch features →
+        z."""
+        return self._head(self._normalized(features))
+
+    def _normalized(self, features: torch.Tensor) -> torch.Tensor:
+        """Branch features as the latent and log σ² heads see them (``feature_norm``)."""
+        return features if self.feature_norm is None else self.feature_norm(features)
+
+    def _head(self, latent: torch.Tensor, update: bool = False) -> torch.Tensor:
+        """Normalised branch features → z (standardised with ``latent_norm``; only the
+        experimental encoder's batches update its running statistics, which encoding
+        uses)."""
+        z = self.latent_head(latent)
         return z if self.latent_norm is None else self.latent_norm(z, update)
 
     @torch.no_grad()
@@ -230,8 +250,7 @@ class HetSIRENNet(nn.Module):
         """
         if self.latent_norm is not None:
             return
-        features = self.encoder(images)[0]
-        z = self.latent_head(features)
+        z = self.latent_head(self._normalized(self.encoder(images)[0]))
         mean = z.mean(0)
         rms = (z - mean).pow(2).mean().sqrt()
         if not torch.isfinite(rms) or rms <= 0:
