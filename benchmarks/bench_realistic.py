@@ -345,7 +345,7 @@ def score(out: Path, run: Path, data: Data, label: str, seed: int, schedule: Sch
     np.save(out / "latents" / f"{key}.npy", z)
     record = {"key": key, "data": data.name, "variant": label, "seed": seed,
               "epochs": make_config({}, seed, schedule).epochs, "box": schedule.box,
-              "wall_s": wall, **metrics, **log_summary(run)}
+              "network": network_changes(), "wall_s": wall, **metrics, **log_summary(run)}
     with open(out / "results.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     print(f"{data.name} | {label} | seed {seed}: {_summary(record)} ({wall:.0f} s)",
@@ -380,6 +380,13 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} ({min(values):.2f})"
 
 
+def _label(record: dict) -> str:
+    """A record's variant, marked when its network lacks a change of today's (a run stored
+    before that change)."""
+    missing = sorted(set(network_changes()) - set(record.get("network", {})))
+    return record["variant"] + (f" [before {', '.join(missing)}]" if missing else "")
+
+
 def report(out: Path, docs: Path) -> None:
     results = list(load_results(out).values())
     lines = ["# Realistic landscape benchmark", "",
@@ -392,7 +399,7 @@ def report(out: Path, docs: Path) -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        groups.setdefault((r["data"], r["variant"], r["epochs"], r["box"] or BOX), []).append(r)
+        groups.setdefault((r["data"], _label(r), r["epochs"], r["box"] or BOX), []).append(r)
     for (data, variant, epochs, box), runs in sorted(groups.items()):
         runs.sort(key=lambda r: r["seed"])
         cells = [_cell([_value(r, m) for r in runs]) for m in _METRICS]
