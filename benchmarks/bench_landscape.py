@@ -249,7 +249,8 @@ def run_key(data: Data, overrides: dict, exp: Experiment, seed: int, scale: Scal
               and LEGACY_OPTIONS.get(k, object()) != v}
     mask = {"level": _MASK_LEVEL, "dilate": _MASK_DILATE} if exp.focus else None
     key = {"config": config, "data": data.spec(scale), "mask": mask}
-    return _digest({**key, "network": network_changes()} if network_changes() else key)
+    changes = network_changes()  # none: the key of a run from before any change
+    return _digest({**key, "network": changes} if changes else key)
 
 
 def log_summary(run: Path) -> dict[str, float]:

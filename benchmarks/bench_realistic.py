@@ -272,7 +272,8 @@ def run_key(data: Data, overrides: dict, seed: int, schedule: Schedule) -> str:
     config = {k: v for k, v in make_config(overrides, seed, schedule).to_dict().items()
               if k not in ("particles", "device") and LEGACY_OPTIONS.get(k, object()) != v}
     key = {"config": config, "data": data.spec()}
-    return _digest({**key, "network": network_changes()} if network_changes() else key)
+    changes = network_changes()  # none: the key of a run from before any change
+    return _digest({**key, "network": changes} if changes else key)
 
 
 def rare_recall(z: np.ndarray, state: np.ndarray, seed: int = 0) -> float:

@@ -429,18 +429,18 @@ def load_snapshot_decoder(run_dir: str | Path, epoch: int) -> dict[str, torch.Te
 # --------------------------------------------------------------------------------------------
 # the run record (config.json)
 # --------------------------------------------------------------------------------------------
+NETWORK_ADDED: dict[str, Any] = {"feature_norm": False}
+"""NetworkConfig fields added after config.json stored the network, with the value of the runs
+stored before them (a new default must not change how an old checkpoint computes)."""
+
 LEGACY_NETWORK: dict[str, Any] = {
     "working_size": 64, "n_hidden": 3, "hyper_width": None, "n_hyper_layers": 1,
     "max_delta_angle": math.radians(10.0), "max_delta_shift_fraction": 0.05,
-    "delta_init_std": 1e-3, "feature_norm": False,
+    "delta_init_std": 1e-3, **NETWORK_ADDED,
 }
 """The architecture constants of runs whose config.json has no "network": NetworkConfig's
 defaults from the first network (d5a8833) through e5e3953 to the change that stored them. Kept
 here, not read from NetworkConfig, so that a new default there cannot break an old run."""
-
-NETWORK_ADDED: dict[str, Any] = {"feature_norm": False}
-"""NetworkConfig fields added after config.json stored the network, with the value of the runs
-stored before them (a new default must not change how an old checkpoint computes)."""
 
 
 def network_changes() -> dict[str, Any]:
