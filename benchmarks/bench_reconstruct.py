@@ -152,7 +152,7 @@ def evaluate(star: Path, truth: np.ndarray, out: Path, label: str) -> None:
         ratio_att = shell_power(rec.map) / attainable
         upto = int(np.floor(k_half))
         print(f"{label:>10s} {weighting:>6s}: corr {real_space_correlation(rec.map, truth):.3f}"
-              f"  FSC-AUC {vs_truth.fsc.mean():.3f}  FSC_truth@0.5 {res_truth:.2f} Å "
+              f"  FSC-AUC {vs_truth.fsc.mean():.4f}  FSC_truth@0.5 {res_truth:.2f} Å "
               f"(shell {k_truth:.1f})  half@0.143 {res_half:.2f} Å (shell {k_half:.1f}, "
               f"Δ {k_half - k_truth:+.1f})  power ratio shells 1..{upto}: "
               f"{ratio[:upto].min():.2f}–{ratio[:upto].max():.2f} (vs attainable "

@@ -3,11 +3,13 @@
 Reads images lazily, corrects the CTF when the file has one (Wiener-weighted Fourier
 insertion), and writes the map. By default (--weighting ssnr, as RELION) two half maps are
 reconstructed from the file's random subsets (rlnRandomSubset / cryoSPARC alignments3D/split;
-a seeded random split when the file has none), and their FSC sets the regularisation of every
-shell, so that shells without signal are damped instead of amplified; --weighting wiener uses
-one fixed Wiener constant instead. The half-map FSC resolutions (0.143 and 0.5) are printed;
---half-maps also writes the half maps (with the fixed constant, as RELION's *_unfil half maps)
-for `hetsiren postprocess`.
+a seeded random split when the file has none), their FSC sets the regularisation of every
+shell (RELION's τ²), and the map is weighted per shell by the FSC (C_ref, Rosenthal &
+Henderson), so that shells without signal are damped instead of amplified and its power follows
+the signal's; the corners of the Fourier cube, beyond Nyquist, are kept where the halves agree.
+--weighting wiener uses one fixed Wiener constant inside the Nyquist sphere instead. The
+half-map FSC resolutions (0.143 and 0.5) are printed; --half-maps also writes the half maps
+(not weighted per shell, as RELION's *_unfil half maps) for `hetsiren postprocess`.
 
 examples:
   hetsiren reconstruct particles.star -o consensus.mrc
@@ -36,8 +38,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="also write OUTPUT_half1/_half2.mrc (with --weighting wiener: also "
                         "reconstruct them and print their FSC resolutions)")
     p.add_argument("--weighting", choices=("ssnr", "wiener"), default="ssnr",
-                   help="ssnr: per-shell regularisation from the half-map FSC (RELION's τ²); "
-                        "wiener: one fixed Wiener constant (default: %(default)s)")
+                   help="ssnr: per-shell regularisation and weighting from the half-map FSC "
+                        "(RELION's τ², C_ref); wiener: one fixed Wiener constant "
+                        "(default: %(default)s)")
     p.add_argument("--split-seed", type=int, default=0,
                    help="seed of the random half split when the file has no random subsets "
                         "(default: %(default)s)")

@@ -23,9 +23,10 @@ class FSCCurve:
     """FSC per Fourier shell."""
 
     frequency_per_A: np.ndarray
-    """``(D//2,)`` shell frequencies k / (D·pixel), k = 1 … D//2, in 1/Å."""
+    """``(K,)`` shell frequencies k / (D·pixel), k = 1 … K (K = D//2 unless the curve runs
+    through the corners), in 1/Å."""
     fsc: np.ndarray
-    """``(D//2,)`` correlation in each shell."""
+    """``(K,)`` correlation in each shell."""
     pixel_size_A: float
     """Voxel size of the maps in Å."""
 
@@ -42,15 +43,19 @@ def _shell_index(d: int, device=None) -> torch.Tensor:
     return torch.round(torch.sqrt(xx**2 + yy**2 + zz**2)).long()
 
 
-def fsc(v1: torch.Tensor, v2: torch.Tensor, pixel_size_A: float) -> FSCCurve:
+def fsc(v1: torch.Tensor, v2: torch.Tensor, pixel_size_A: float,
+        through_corners: bool = False) -> FSCCurve:
     """FSC of two maps of the same box and voxel size.
 
     Args:
         v1, v2: ``(D, D, D)`` maps ``[z, y, x]`` (tensors or numpy arrays).
         pixel_size_A: voxel size in Å.
+        through_corners: also the shells beyond Nyquist, out to the cube's corners
+            (k up to √3·D/2; partial shells), for weighting maps that hold them.
 
     Returns:
-        :class:`FSCCurve` with shells 1 … D//2. A shell where either map has no power gets 0.
+        :class:`FSCCurve` with shells 1 … D//2 (1 … ⌊√3·D/2⌉ with ``through_corners``). A
+        shell where either map has no power gets 0.
     """
     a = torch.as_tensor(np.asarray(v1) if not isinstance(v1, torch.Tensor) else v1)
     b = torch.as_tensor(np.asarray(v2) if not isinstance(v2, torch.Tensor) else v2)
@@ -62,7 +67,7 @@ def fsc(v1: torch.Tensor, v2: torch.Tensor, pixel_size_A: float) -> FSCCurve:
     d = a.shape[-1]
     fa, fb = centered_fftn(a, 3), centered_fftn(b, 3)
     shell = _shell_index(d, a.device).reshape(-1)
-    n_shells = d // 2 + 1
+    n_shells = int(shell.max()) + 1 if through_corners else d // 2 + 1
     keep = shell < n_shells
     shell = shell[keep]
 

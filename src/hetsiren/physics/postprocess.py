@@ -79,8 +79,8 @@ def filter_shells(volume: torch.Tensor, per_shell: torch.Tensor | np.ndarray) ->
 
     Args:
         volume: ``(D, D, D)`` map.
-        per_shell: ``(D//2 + 1,)`` factors of shells 0 … D//2; voxels beyond D//2 (the corners
-            of the cube) get 0.
+        per_shell: ``(K,)`` factors of shells 0 … K − 1 (K = D//2 + 1: to Nyquist); voxels of
+            the shells beyond (the corners of the cube) get 0.
 
     Returns:
         ``(D, D, D)`` filtered map, dtype of ``volume``.
@@ -88,7 +88,7 @@ def filter_shells(volume: torch.Tensor, per_shell: torch.Tensor | np.ndarray) ->
     d = volume.shape[-1]
     factors = torch.as_tensor(np.asarray(per_shell), dtype=torch.float64, device=volume.device)
     factors = torch.cat([factors, factors.new_zeros(1)])
-    shells = _shells(d, volume.device).clamp(max=d // 2 + 1)
+    shells = _shells(d, volume.device).clamp(max=len(factors) - 1)
     spec = centered_fftn(volume.to(torch.float64), 3) * factors[shells]
     return centered_ifftn(spec, 3).real.to(volume.dtype)
 
@@ -282,10 +282,11 @@ def masked_fsc(half1: torch.Tensor, half2: torch.Tensor, mask: torch.Tensor,
 
 
 # ------------------------------------------------------------------------------ sharpening
-def fsc_weights(curve: FSCCurve) -> np.ndarray:
-    """``(D//2 + 1,)`` C_ref = √(2 FSC / (1 + FSC)) for shells 0 … D//2 (1 at DC, 0 where the
-    FSC is ≤ 0)."""
-    c = np.clip(np.asarray(curve.fsc, dtype=np.float64), 0.0, 1.0)
+def fsc_weights(curve: FSCCurve, floor: float = 0.0) -> np.ndarray:
+    """``(K + 1,)`` C_ref = √(2 FSC / (1 + FSC)) for shells 0 … K of a curve of shells 1 … K
+    (1 at DC), the FSC first clipped to [``floor``, 1] (0 by default: a shell whose FSC is
+    ≤ 0 gets 0)."""
+    c = np.clip(np.asarray(curve.fsc, dtype=np.float64), floor, 1.0)
     return np.concatenate([[1.0], np.sqrt(2 * c / (1 + c))])
 
 

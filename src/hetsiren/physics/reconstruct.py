@@ -3,33 +3,39 @@
 Each image is shifted back by its origin, optionally zero-padded (``oversampling``), Fourier
 transformed and its spectrum inserted, by trilinear gridding, on the central section rotated
 by Aᵀ: by the projection-slice theorem the 2D frequency (kx, ky) of an image
-``∫ V(Aᵀ r) dz`` is the 3D frequency ``Aᵀ (kx, ky, 0) = kx·A[0] + ky·A[1]`` of V. The
-accumulators are ``Σ CTF·F`` (numerator) and ``Σ CTF²`` (weights) (``CTF ≡ 1`` without CTF),
-and the map is the Wiener-regularised ratio ``num / (weights + ε)``, ε = ``regularisation`` ×
-the mean weight inside the Nyquist sphere, transformed back, cropped to D and divided by the
-radial gridding correction sinc(|x|/P) (see :func:`_gridding_correction`).
+``∫ V(Aᵀ r) dz`` is the 3D frequency ``Aᵀ (kx, ky, 0) = kx·A[0] + ky·A[1]`` of V. The whole
+square of each image's spectrum is inserted (its corners reach 3D frequencies beyond Nyquist,
+up to √2·D/2, which a D³ map holds in the corners of its cube); samples that would leave the
+cube are dropped. The accumulators are ``Σ CTF·F`` (numerator) and ``Σ CTF²`` (weights)
+(``CTF ≡ 1`` without CTF); the map is their regularised ratio, transformed back, cropped to D
+and divided by the radial gridding correction sinc(|x|/P) (see :func:`_gridding_correction`).
 
 Accumulators are centred spectra of size ``P = oversampling · D`` (index P//2 = DC), the
 numerator stored as ``(P, P, P, 2)`` float64 (real, imaginary), the weights ``(P, P, P)``.
 
 Two weightings (:data:`Weighting`):
 
-- ``"wiener"``: the fixed constant above, the same in every shell. Where the signal is weak
-  (high resolution, CTF zeros) it amplifies noise: the map's power spectrum then rises far above
-  the true map's.
-- ``"ssnr"`` (RELION's, Scheres 2012, J. Struct. Biol. 180:519): two half maps are built from
-  independent halves of the particles; the FSC between them gives each shell's spectral SNR of
-  a half map, SSNR = FSC / (1 − FSC) (FSC clamped to [0.001, 0.999] as RELION does). For a
-  half with weights w, SSNR ≈ τ²·⟨w⟩ / σ², so the Wiener term of the shell, σ²/τ², is
-  ``⟨w_half⟩_shell / SSNR`` (⟨·⟩: mean over the shell's voxels inside the Nyquist sphere). The
-  halves are rebuilt with that per-shell term and the FSC recomputed, a few times (the first
-  halves use the fixed constant). This FSC is computed on the accumulator grid (see
-  :func:`_spectral_fsc`); the half maps returned, and the FSC reported, are those with the
-  fixed constant (RELION's ``*_unfil`` half maps, for post-processing). τ² is a
-  property of the signal, so the map from all particles uses the same term with its (about
-  doubled) weights. RELION averages 1/w over the shell instead of w (its ``sigma2``); the
-  arithmetic mean is used here because a few near-empty voxels of the oversampled grid would
-  otherwise dominate the harmonic one.
+- ``"wiener"``: ``num / (weights + ε)`` inside the Nyquist sphere, ε = ``regularisation`` ×
+  the mean weight there, the same in every shell. Where the signal is weak (high resolution,
+  CTF zeros) it amplifies noise: the map's power spectrum then rises far above the true map's
+  (50× at Nyquist in benchmarks/bench_reconstruct.py, SNR 0.1).
+- ``"ssnr"`` (RELION's τ² weighting, Scheres 2012, J. Struct. Biol. 180:519, and Rosenthal &
+  Henderson's FSC weighting): two half maps are built from independent halves of the
+  particles; the FSC between them gives each shell's spectral SNR of a half map, SSNR =
+  FSC / (1 − FSC) (FSC clamped to [0.001, 0.999] as RELION does). For a half with weights w,
+  SSNR ≈ τ²·⟨w⟩ / σ², so the Wiener term of the shell, σ²/τ², is ``⟨w_half⟩_shell / SSNR``
+  (⟨·⟩: mean over the shell's voxels that the images reach). Each voxel is then weighted by its
+  own SNR, ``num / (w + ε_k)``, at unit gain per shell (:func:`_ssnr_spectrum`); the FSC is
+  recomputed and ε refined a few times (the first round uses the fixed constant). This FSC is
+  computed on the accumulator grid (:func:`_spectral_fsc`), over the whole cube. The full map
+  (same ε_k: τ² is a property of the signal) is finally weighted per shell by the halves'
+  C_ref = √(2 FSC / (1 + FSC)), its expected correlation with the truth: its power then
+  follows the signal's (within 2× of the true map's out to the FSC = 0.143 resolution in the
+  benchmark, where a Wiener filter would fall to a quarter), and shells where the halves
+  disagree, corners included, are damped instead of amplified. The half maps returned are not
+  weighted per shell (RELION's ``*_unfil`` half maps, for post-processing). RELION averages 1/w
+  over the shell instead of w (its ``sigma2``); the arithmetic mean is used here because a few
+  near-empty voxels of the oversampled grid would otherwise dominate the harmonic one.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from hetsiren.physics.fourier import (
 )
 from hetsiren.physics.fourier import fourier_shift as _fourier_shift
 from hetsiren.physics.fsc import FSCCurve, fsc
+from hetsiren.physics.postprocess import filter_shells, fsc_weights
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -158,14 +165,15 @@ def backproject(
 
     axis = centered_axis(p, dtype=work, device=device)
     ky, kx = torch.meshgrid(axis, axis, indexing="ij")
-    inside = (kx**2 + ky**2) <= (p // 2) ** 2  # up to Nyquist
-    kx, ky = kx[inside], ky[inside]  # [m]
-    values = torch.view_as_real(spec[:, inside])  # [b, m, 2]
-    w2 = weight2d[:, inside] if ctf is not None else None
+    kx, ky = kx.reshape(-1), ky.reshape(-1)  # [m]: the whole square, corners included
+    values = torch.view_as_real(spec.reshape(b, -1))  # [b, m, 2]
+    w2 = weight2d.reshape(b, -1) if ctf is not None else None
     rot = rotations.to(device=device, dtype=work)
-    # 3D frequency of each sample: kx·A[0] + ky·A[1], in P-grid units, [b, m, 3] (x, y, z)
+    # 3D frequency of each sample: kx·A[0] + ky·A[1], in P-grid units, [b, m, 3] (x, y, z);
+    # a corner sample that leaves the cube (a frequency no D³ map holds) is dropped
     pos = kx[None, :, None] * rot[:, None, 0, :] + ky[None, :, None] * rot[:, None, 1, :]
-    pos = pos + p // 2
+    in_cube = (pos.abs() <= p // 2).all(-1).to(work)  # [b, m]
+    pos = pos.clamp(-(p // 2), p // 2) + p // 2
     base = torch.floor(pos)
     frac = pos - base
     base = base.long()
@@ -179,6 +187,7 @@ def backproject(
             w = w * (frac[..., a] if o else 1 - frac[..., a])
             idx = idx + ((base[..., a] + o) % p) * stride  # periodic: +N ≡ −N
         idx = idx.reshape(-1)
+        w = w * in_cube
         ww = w if w2 is None else w * w2
         num_flat.index_add_(0, idx, (w[..., None] * values).reshape(-1, 2).to(torch.float64))
         wt_flat.index_add_(0, idx, ww.reshape(-1).to(torch.float64))
@@ -198,55 +207,64 @@ def _gridding_correction(d: int, p: int, dtype, device) -> torch.Tensor:
     return torch.sinc(r / p)
 
 
-def _padded_shells(p: int, oversampling: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(P, P, P)`` shell k (of the D = P/o map) of each voxel of the centred P grid, and the
-    ``(P, P, P)`` mask of the voxels inside the Nyquist sphere."""
-    axis = centered_axis(p, device=device, dtype=torch.float64)
-    zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
-    r = torch.sqrt(xx**2 + yy**2 + zz**2)
-    return torch.round(r / oversampling).long(), r <= p // 2
+@dataclass(frozen=True)
+class _PaddedGrid:
+    """Shells of the centred ``(P, P, P)`` accumulator grid of a D = P/o map."""
+
+    shells: torch.Tensor
+    """``(P, P, P)`` shell k of the D map of each voxel: P-grid radius / o, rounded."""
+    sphere: torch.Tensor
+    """``(P, P, P)`` bool: inside the Nyquist sphere (k ≤ D/2)."""
+    n_shells: int
+    """Shells 0 … n_shells − 1 reach the cube's corners (k up to √3·D/2)."""
+
+    @classmethod
+    def of(cls, p: int, box_size: int, device) -> _PaddedGrid:
+        axis = centered_axis(p, device=device, dtype=torch.float64)
+        zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
+        r = torch.sqrt(xx**2 + yy**2 + zz**2)
+        shells = torch.round(r / (p // box_size)).long()
+        return cls(shells, r <= p // 2, int(shells.max()) + 1)
+
+    def shell_sums(self, values: torch.Tensor) -> torch.Tensor:
+        """``(n_shells,)`` float64 sums of ``(P, P, P)`` values over each shell."""
+        out = torch.zeros(self.n_shells, dtype=torch.float64, device=values.device)
+        return out.index_add_(0, self.shells.reshape(-1), values.reshape(-1).to(torch.float64))
 
 
-def _regularised_spectrum(numerator: torch.Tensor, weights: torch.Tensor, box_size: int,
-                          regularisation: float, shell_regularisation: torch.Tensor | None
-                          ) -> torch.Tensor:
-    """``(P, P, P)`` complex ``num / (weights + ε)`` inside the Nyquist sphere, 0 outside."""
-    p, d = weights.shape[-1], box_size
-    shells, sphere = _padded_shells(p, p // d, weights.device)
-    if shell_regularisation is None:
-        mean_weight = weights[sphere].mean()
-        eps = regularisation * mean_weight if mean_weight > 0 else 1.0
-    else:
-        per_shell = torch.as_tensor(shell_regularisation, dtype=torch.float64,
-                                    device=weights.device)
-        eps = per_shell[shells.clamp(max=d // 2)]
+def _wiener_spectrum(numerator: torch.Tensor, weights: torch.Tensor, grid: _PaddedGrid,
+                     regularisation: float) -> torch.Tensor:
+    """``(P, P, P)`` complex ``num / (weights + ε)``, ε = ``regularisation`` × the mean weight
+    inside the Nyquist sphere, 0 outside the sphere."""
+    mean_weight = weights[grid.sphere].mean()
+    eps = regularisation * mean_weight if mean_weight > 0 else 1.0
     spec = torch.view_as_complex(numerator.contiguous()) / (weights + eps)
-    return torch.where(sphere, spec, 0)
+    return torch.where(grid.sphere, spec, 0)
 
 
-def finalize_reconstruction(
-    numerator: torch.Tensor,
-    weights: torch.Tensor,
-    box_size: int,
-    regularisation: float = DEFAULT_REGULARISATION,
-    shell_regularisation: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Map from accumulators: ``num / (weights + ε)`` → real space → crop → gridding correction.
+def _ssnr_spectrum(numerator: torch.Tensor, weights: torch.Tensor, grid: _PaddedGrid,
+                   shell_regularisation: torch.Tensor) -> torch.Tensor:
+    """``(P, P, P)`` complex ``num / (w + ε_k) · (⟨w⟩_k + ε_k) / ⟨w⟩_k`` over the whole cube.
 
-    Args:
-        numerator: ``(P, P, P, 2)`` Σ CTF·F (real, imaginary), centred.
-        weights: ``(P, P, P)`` Σ CTF², centred.
-        box_size: D of the output (P must be a multiple of it).
-        regularisation: fixed ε relative to the mean weight inside the Nyquist sphere (used
-            when ``shell_regularisation`` is None).
-        shell_regularisation: ``(D//2 + 1,)`` absolute ε of each shell k = 0 … D//2 (σ²/τ²,
-            from :func:`shell_regularisation_from_fsc`), or None for the fixed ε.
-
-    Returns:
-        ``(D, D, D)`` float32 map ``[z, y, x]``, origin at D//2.
+    ε_k (σ²/τ² of shell k) weights each voxel by its own SNR: a voxel with w ≫ ε_k gets
+    ``num / w`` (CTF-corrected), one with w ≪ ε_k ``num / ε_k`` (matched filter). The factor
+    ``(⟨w⟩_k + ε_k) / ⟨w⟩_k`` (⟨w⟩_k: mean of the reached voxels' weights) gives a voxel of
+    typical weight unit gain, so no shell is damped here: a damped shell would, after the
+    crop and gridding correction (real-space products), hold mostly what they leak from the
+    strong shells. Shells are weighted afterwards, on the D grid (:func:`_fsc_weighted`).
     """
-    p, d = weights.shape[-1], box_size
-    spec = _regularised_spectrum(numerator, weights, d, regularisation, shell_regularisation)
+    eps_k = shell_regularisation.to(device=weights.device, dtype=torch.float64)
+    reached = weights > 0
+    mean_w = grid.shell_sums(weights) / grid.shell_sums(reached).clamp(min=1)
+    gain = torch.where(mean_w > 0, (mean_w + eps_k) / torch.where(mean_w > 0, mean_w, 1.0), 0.0)
+    spec = torch.view_as_complex(numerator.contiguous()) / (weights + eps_k[grid.shells])
+    return torch.where(reached, spec * gain[grid.shells], 0)
+
+
+def _to_map(spec: torch.Tensor, box_size: int) -> torch.Tensor:
+    """``(P, P, P)`` centred spectrum → real space → central D³ crop → gridding correction;
+    ``(D, D, D)`` float32."""
+    p, d = spec.shape[-1], box_size
     vol = centered_ifftn(spec, 3).real
     lo = p // 2 - d // 2
     vol = vol[lo:lo + d, lo:lo + d, lo:lo + d]
@@ -254,37 +272,38 @@ def finalize_reconstruction(
     return vol.float()
 
 
-def _spectral_fsc(spec1: torch.Tensor, spec2: torch.Tensor, box_size: int) -> np.ndarray:
-    """``(D//2,)`` FSC of shells 1 … D//2 of two ``(P, P, P)`` centred spectra, computed on
-    the accumulator grid (shell k of the D map: P-grid radius / o rounded to k).
+def finalize_reconstruction(
+    numerator: torch.Tensor,
+    weights: torch.Tensor,
+    box_size: int,
+    regularisation: float = DEFAULT_REGULARISATION,
+) -> torch.Tensor:
+    """Map from accumulators with the fixed Wiener constant: ``num / (weights + ε)`` inside the
+    Nyquist sphere → real space → crop → gridding correction.
 
-    Used to estimate the SSNR: the FSC of the finished maps would also see what their crop and
-    gridding correction (real-space products, i.e. Fourier convolutions) leak from strong
-    low-resolution shells into the strongly damped high-resolution ones, which both halves
-    share, and feed that back as signal."""
-    p, d = spec1.shape[-1], box_size
-    shells, sphere = _padded_shells(p, p // d, spec1.device)
-    idx = shells[sphere]
-    a, b = spec1[sphere], spec2[sphere]
+    Args:
+        numerator: ``(P, P, P, 2)`` Σ CTF·F (real, imaginary), centred.
+        weights: ``(P, P, P)`` Σ CTF², centred.
+        box_size: D of the output (P must be a multiple of it).
+        regularisation: ε relative to the mean weight inside the Nyquist sphere.
 
-    def sums(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(d // 2 + 1, dtype=torch.float64, device=x.device).index_add_(0, idx, x)
+    Returns:
+        ``(D, D, D)`` float32 map ``[z, y, x]``, origin at D//2.
+    """
+    grid = _PaddedGrid.of(weights.shape[-1], box_size, weights.device)
+    return _to_map(_wiener_spectrum(numerator, weights, grid, regularisation), box_size)
 
-    cross = sums((a * b.conj()).real)
-    denom = torch.sqrt(sums(a.abs() ** 2) * sums(b.abs() ** 2))
+
+def _spectral_fsc(spec1: torch.Tensor, spec2: torch.Tensor, grid: _PaddedGrid) -> np.ndarray:
+    """``(n_shells − 1,)`` FSC of shells 1 … of two ``(P, P, P)`` centred spectra, computed on
+    the accumulator grid.
+
+    Used to estimate the SSNR: it sees the halves' spectra themselves, not what the crop and
+    gridding correction of the finished maps (Fourier convolutions) move between shells."""
+    cross = grid.shell_sums((spec1 * spec2.conj()).real)
+    denom = torch.sqrt(grid.shell_sums(spec1.abs() ** 2) * grid.shell_sums(spec2.abs() ** 2))
     values = torch.where(denom > 0, cross / torch.where(denom > 0, denom, 1.0), 0.0)
     return values[1:].cpu().numpy()
-
-
-def _shell_mean_weights(weights: torch.Tensor, box_size: int) -> torch.Tensor:
-    """``(D//2 + 1,)`` mean of ``(P, P, P)`` weights over each shell's voxels in the sphere."""
-    p, d = weights.shape[-1], box_size
-    shells, sphere = _padded_shells(p, p // d, weights.device)
-    idx = shells[sphere]
-    total = torch.zeros(d // 2 + 1, dtype=torch.float64, device=weights.device)
-    total.index_add_(0, idx, weights[sphere].to(torch.float64))
-    count = torch.zeros_like(total).index_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
-    return total / count.clamp(min=1)
 
 
 def shell_regularisation_from_fsc(fsc_values: np.ndarray | torch.Tensor,
@@ -292,11 +311,11 @@ def shell_regularisation_from_fsc(fsc_values: np.ndarray | torch.Tensor,
     """Per-shell Wiener term σ²/τ² = ⟨w_half⟩ / SSNR_half, SSNR = FSC / (1 − FSC).
 
     Args:
-        fsc_values: ``(D//2,)`` half-map FSC of shells 1 … D//2.
-        shell_mean_weight: ``(D//2 + 1,)`` mean half-map weight of shells 0 … D//2.
+        fsc_values: ``(K − 1,)`` half-map FSC of shells 1 … K − 1.
+        shell_mean_weight: ``(K,)`` mean half-map weight of shells 0 … K − 1.
 
     Returns:
-        ``(D//2 + 1,)`` float64 ε per shell; shell 0 (DC) takes shell 1's SSNR.
+        ``(K,)`` float64 ε per shell; shell 0 (DC) takes shell 1's SSNR.
     """
     c = torch.as_tensor(np.asarray(fsc_values, dtype=np.float64), device=shell_mean_weight.device)
     c = torch.cat([c[:1], c]).clamp(*_FSC_CLAMP)
@@ -304,21 +323,36 @@ def shell_regularisation_from_fsc(fsc_values: np.ndarray | torch.Tensor,
     return shell_mean_weight.to(torch.float64) / ssnr
 
 
+def _fsc_weighted(full: torch.Tensor, half1: torch.Tensor, half2: torch.Tensor
+                  ) -> tuple[torch.Tensor, np.ndarray]:
+    """The full map with each shell k (to the cube's corners) weighted by
+    ``C_ref = √(2 FSC_k / (1 + FSC_k))`` of the two half maps (Rosenthal & Henderson 2003),
+    and those weights. The FSC is clipped below at RELION's 0.001 as for the SSNR: a shell
+    without measurable signal is damped to C_ref ≈ 0.045, not removed."""
+    curve = fsc(half1, half2, 1.0, through_corners=True)
+    weights = fsc_weights(curve, floor=_FSC_CLAMP[0])
+    return filter_shells(full, weights), weights
+
+
 @dataclass
 class HalfMaps:
     """Output of :func:`finalize_half_maps` (tensors on the accumulators' device)."""
 
     half1: torch.Tensor
-    """``(D, D, D)`` map of the first half, with the fixed Wiener constant only (as RELION's
-    ``*_unfil`` half maps: what post-processing and local resolution expect)."""
+    """``(D, D, D)`` map of the first half, not weighted by shell (fixed Wiener constant, or
+    SNR-weighted voxels at unit gain per shell): what post-processing and local resolution
+    expect (RELION's ``*_unfil`` half maps)."""
     half2: torch.Tensor
     """``(D, D, D)`` map of the second half, likewise."""
     full: torch.Tensor
     """``(D, D, D)`` map of both halves' accumulators together, with the chosen weighting."""
     fsc: FSCCurve
-    """FSC between the two half maps."""
+    """FSC between the two half maps (shells 1 … D//2)."""
     shell_regularisation: torch.Tensor | None
-    """``(D//2 + 1,)`` the ε per shell used ("ssnr"), None for "wiener"."""
+    """``(K,)`` the ε per shell k = 0 … K − 1 (to the cube's corners) used ("ssnr"), None for
+    "wiener"."""
+    shell_weights: np.ndarray | None
+    """``(K,)`` C_ref per shell applied to the full map ("ssnr"), None for "wiener"."""
 
 
 def finalize_half_maps(
@@ -332,19 +366,18 @@ def finalize_half_maps(
 ) -> HalfMaps:
     """Half maps, their FSC and the map of all particles from two halves' accumulators.
 
-    The half maps returned keep the fixed Wiener constant whatever the weighting: damping their
-    weak shells would make their FSC see, in those shells, mostly what the crop and gridding
-    correction leak from stronger ones, and post-processing (FSC weighting, Guinier B-factor)
-    expects unfiltered halves, as RELION's ``*_unfil`` maps.
+    "wiener": every map with the fixed constant inside the Nyquist sphere. "ssnr": ε_k from
+    the halves' FSC (first with the fixed constant), refined ``iterations`` times; the halves
+    and the full map from :func:`_ssnr_spectrum` over the whole cube; the full map then
+    weighted per shell by the halves' C_ref (:func:`_fsc_weighted`).
 
     Args:
         acc1, acc2: ``(numerator (P,P,P,2), weights (P,P,P))`` of each half (left unchanged).
         box_size: D of the maps.
         pixel_size_A: voxel size in Å (for the FSC's frequencies).
-        weighting: ``"wiener"`` (fixed ε = ``regularisation`` × mean weight) or ``"ssnr"``
-            (per-shell ε from the half-map FSC, refined ``iterations`` times).
+        weighting: ``"wiener"`` or ``"ssnr"``.
         regularisation: the fixed relative ε (of "wiener", and of the first "ssnr" round).
-        iterations: FSC → ε → half maps rounds of "ssnr".
+        iterations: FSC → ε → half spectra rounds of "ssnr".
 
     Returns:
         :class:`HalfMaps`.
@@ -352,21 +385,25 @@ def finalize_half_maps(
     if weighting not in ("wiener", "ssnr"):
         raise ValueError(f"weighting {weighting!r}: expected 'wiener' or 'ssnr'")
     d = box_size
-    h1 = finalize_reconstruction(*acc1, d, regularisation)
-    h2 = finalize_reconstruction(*acc2, d, regularisation)
-    num = acc1[0] + acc2[0]
-    wt = acc1[1] + acc2[1]
-    eps = None
-    if weighting == "ssnr":
-        mean_w = 0.5 * (_shell_mean_weights(acc1[1], d) + _shell_mean_weights(acc2[1], d))
-        s1 = _regularised_spectrum(*acc1, d, regularisation, None)
-        s2 = _regularised_spectrum(*acc2, d, regularisation, None)
-        for _ in range(iterations):
-            eps = shell_regularisation_from_fsc(_spectral_fsc(s1, s2, d), mean_w)
-            s1 = _regularised_spectrum(*acc1, d, regularisation, eps)
-            s2 = _regularised_spectrum(*acc2, d, regularisation, eps)
-    full = finalize_reconstruction(num, wt, d, regularisation, shell_regularisation=eps)
-    return HalfMaps(h1, h2, full, fsc(h1, h2, pixel_size_A), eps)
+    grid = _PaddedGrid.of(acc1[1].shape[-1], d, acc1[1].device)
+    full_acc = (acc1[0] + acc2[0], acc1[1] + acc2[1])
+    if weighting == "wiener":
+        h1, h2, full = (_to_map(_wiener_spectrum(*acc, grid, regularisation), d)
+                        for acc in (acc1, acc2, full_acc))
+        return HalfMaps(h1, h2, full, fsc(h1, h2, pixel_size_A), None, None)
+    reached = [grid.shell_sums(a[1] > 0).clamp(min=1) for a in (acc1, acc2)]
+    mean_w = 0.5 * (grid.shell_sums(acc1[1]) / reached[0] + grid.shell_sums(acc2[1]) / reached[1])
+    # first round: the fixed constant, over the whole cube
+    s1, s2 = (torch.view_as_complex(a[0].contiguous())
+              / (a[1] + regularisation * a[1][grid.sphere].mean()) for a in (acc1, acc2))
+    eps = shell_regularisation_from_fsc(_spectral_fsc(s1, s2, grid), mean_w)
+    for _ in range(iterations - 1):
+        s1, s2 = (_ssnr_spectrum(*a, grid, eps) for a in (acc1, acc2))
+        eps = shell_regularisation_from_fsc(_spectral_fsc(s1, s2, grid), mean_w)
+    h1, h2, unweighted = (_to_map(_ssnr_spectrum(*acc, grid, eps), d)
+                          for acc in (acc1, acc2, full_acc))
+    full, weights = _fsc_weighted(unweighted, h1, h2)
+    return HalfMaps(h1, h2, full, fsc(h1, h2, pixel_size_A), eps, weights)
 
 
 def reconstruct(
