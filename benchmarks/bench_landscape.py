@@ -52,7 +52,7 @@ from hetsiren.simulate.phantoms import discrete_phantom_maps
 from hetsiren.simulate.scenarios import simulate_discrete
 from hetsiren.train.config import LEGACY_OPTIONS, PAPER_DEFAULTS, REF_AUTO, TrainConfig
 from hetsiren.train.inference import decode_latent
-from hetsiren.train.trainer import train
+from hetsiren.train.trainer import consensus_changes, train
 
 BOX = 32
 PIXEL_A = 5.0
@@ -250,7 +250,11 @@ def run_key(data: Data, overrides: dict, exp: Experiment, seed: int, scale: Scal
     mask = {"level": _MASK_LEVEL, "dilate": _MASK_DILATE} if exp.focus else None
     key = {"config": config, "data": data.spec(scale), "mask": mask}
     changes = network_changes()  # none: the key of a run from before any change
-    return _digest({**key, "network": changes} if changes else key)
+    if changes:
+        key["network"] = changes
+    if consensus_changes():
+        key["v0"] = consensus_changes()
+    return _digest(key)
 
 
 def log_summary(run: Path) -> dict[str, float]:

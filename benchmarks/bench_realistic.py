@@ -49,7 +49,7 @@ from hetsiren.rundir import LATENT, LOG, network_changes
 from hetsiren.simulate import SimulationSpec, density_from_points, simulate_discrete
 from hetsiren.simulate.scenarios import simulate_path
 from hetsiren.train.config import LEGACY_OPTIONS, REF_AUTO, TrainConfig
-from hetsiren.train.trainer import train
+from hetsiren.train.trainer import consensus_changes, train
 
 BOX = 64
 PIXEL_A = {"adk": 1.6, "prlbd": 1.8}
@@ -273,7 +273,11 @@ def run_key(data: Data, overrides: dict, seed: int, schedule: Schedule) -> str:
               if k not in ("particles", "device") and LEGACY_OPTIONS.get(k, object()) != v}
     key = {"config": config, "data": data.spec()}
     changes = network_changes()  # none: the key of a run from before any change
-    return _digest({**key, "network": changes} if changes else key)
+    if changes:
+        key["network"] = changes
+    if consensus_changes():
+        key["v0"] = consensus_changes()
+    return _digest(key)
 
 
 def rare_recall(z: np.ndarray, state: np.ndarray, seed: int = 0) -> float:
@@ -346,7 +350,8 @@ def score(out: Path, run: Path, data: Data, label: str, seed: int, schedule: Sch
     np.save(out / "latents" / f"{key}.npy", z)
     record = {"key": key, "data": data.name, "variant": label, "seed": seed,
               "epochs": make_config({}, seed, schedule).epochs, "box": schedule.box,
-              "network": network_changes(), "wall_s": wall, **metrics, **log_summary(run)}
+              "network": network_changes(), "v0": consensus_changes(), "wall_s": wall,
+              **metrics, **log_summary(run)}
     with open(out / "results.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     print(f"{data.name} | {label} | seed {seed}: {_summary(record)} ({wall:.0f} s)",
@@ -382,9 +387,10 @@ def _cell(values: list[float]) -> str:
 
 
 def _label(record: dict) -> str:
-    """A record's variant, marked when its network lacks a change of today's (a run stored
-    before that change)."""
+    """A record's variant, marked when its network or V0 lacks a change of today's (a run
+    stored before that change)."""
     missing = sorted(set(network_changes()) - set(record.get("network", {})))
+    missing += [f"{v} V0" for k, v in consensus_changes().items() if k not in record.get("v0", {})]
     return record["variant"] + (f" [before {', '.join(missing)}]" if missing else "")
 
 

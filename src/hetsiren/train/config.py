@@ -62,8 +62,8 @@ class TrainConfig:
     """Pixel size of the input images in Å, for files that do not carry it."""
     ref: str | None = None
     """Reference map V0 (refinement, Eq. 2), or 'auto' to reconstruct V0 from the particles
-    at their poses (fixed-Wiener backprojection, as ``hetsiren reconstruct --weighting
-    wiener``; what to use without a consensus map). Not given: V0 = 0, the paper's full
+    at their poses (SNR-weighted backprojection of at most 20,000 of them, as ``hetsiren
+    reconstruct``; what to use without a consensus map). Not given: V0 = 0, the paper's full
     heterogeneous reconstruction."""
     indices: str | None = None
     """Train on these particles only: 0-based rows of the particle file, as .npy or text (as

@@ -80,7 +80,7 @@ from hetsiren.train.inference import (
     progress_enabled,
 )
 
-__all__ = ["TrainResult", "TrainingDiverged", "train"]
+__all__ = ["CONSENSUS_WEIGHTING", "TrainResult", "TrainingDiverged", "consensus_changes", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,23 @@ class TrainResult:
     """False in the other processes of a multi-process run (rank 0 reports)."""
 
 
-# Weighting of the --ref auto V0. Still the fixed Wiener constant: with the SNR-weighted V0
-# ("ssnr") the CI training test's latent collapsed (tests/train/test_trainer.py
-# test_latent_separates_states: adjusted Rand index 0.08 instead of >= 0.9, issue 14); the
-# cause is not yet understood.
-_CONSENSUS_WEIGHTING: Weighting = "wiener"
+# Weighting of the --ref auto V0: the SNR-weighted, FSC-weighted map (issue 14). Runs before
+# it used the fixed Wiener constant, whose V0 holds amplified noise in its high shells (power
+# 50x the true map's at Nyquist, SNR 0.1). The CI training run's seed scatter (ARI, seeds 1-3,
+# one thread): "ssnr" 0.92 / 0.79 / 0.91, "wiener" 0.86 / 0.93 / 0.70. (The SNR-weighted map
+# before C_ref weighting, whose high shells were damped below the signal, collapsed that run's
+# latent: ARI 0.08.)
+CONSENSUS_WEIGHTING: Weighting = "ssnr"
+_CONSENSUS_WEIGHTING_BEFORE: Weighting = "wiener"
+
+
+def consensus_changes() -> dict[str, str]:
+    """``{"v0_weighting": …}`` when the ``--ref auto`` V0 is built otherwise than for the runs
+    stored before issue 14 (what a benchmark's run key must hold so that a stored result with
+    the old V0 is not taken for today's), else empty."""
+    if CONSENSUS_WEIGHTING == _CONSENSUS_WEIGHTING_BEFORE:
+        return {}
+    return {"v0_weighting": CONSENSUS_WEIGHTING}
 
 
 def _read_input_map(path: str, prep: Preprocessing, what: str) -> torch.Tensor:
@@ -139,14 +151,14 @@ def _read_mask(path: str, prep: Preprocessing) -> torch.Tensor:
 def _consensus_map(particles: ParticleSet, prep: Preprocessing, cfg: TrainConfig,
                    device: torch.device, progress: bool | None) -> torch.Tensor:
     """``--ref auto``: V0 = backprojection of (a sample of) the particles at their consensus
-    poses, at the training box, with :data:`_CONSENSUS_WEIGHTING`."""
+    poses, at the training box, with :data:`CONSENSUS_WEIGHTING`."""
     n = particles.n_particles
     rng = np.random.default_rng(cfg.seed)
     sample = np.sort(rng.choice(n, size=min(n, _CONSENSUS_SAMPLE), replace=False))
     log.info("reconstructing V0 from %d particles (--ref auto)", len(sample))
     result = reconstruct_particles(particles, indices=sample, box=prep.box, device=device,
                                    progress=progress_enabled(progress),
-                                   weighting=_CONSENSUS_WEIGHTING)
+                                   weighting=CONSENSUS_WEIGHTING)
     return torch.from_numpy(result.map)
 
 
