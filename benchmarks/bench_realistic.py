@@ -390,7 +390,8 @@ def _label(record: dict) -> str:
     """A record's variant, marked when its network or V0 lacks a change of today's (a run
     stored before that change)."""
     missing = sorted(set(network_changes()) - set(record.get("network", {})))
-    missing += [f"{v} V0" for k, v in consensus_changes().items() if k not in record.get("v0", {})]
+    missing += [f"V0 {v}" for k, v in consensus_changes().items()
+                if k not in record.get("v0", {})]
     return record["variant"] + (f" [before {', '.join(missing)}]" if missing else "")
 
 

@@ -126,12 +126,13 @@ _CONSENSUS_WEIGHTING_BEFORE: Weighting = "wiener"
 
 
 def consensus_changes() -> dict[str, str]:
-    """``{"v0_weighting": …}`` when the ``--ref auto`` V0 is built otherwise than for the runs
-    stored before issue 14 (what a benchmark's run key must hold so that a stored result with
-    the old V0 is not taken for today's), else empty."""
-    if CONSENSUS_WEIGHTING == _CONSENSUS_WEIGHTING_BEFORE:
-        return {}
-    return {"v0_weighting": CONSENSUS_WEIGHTING}
+    """How the ``--ref auto`` V0 differs from that of the runs stored before issue 14 (what a
+    benchmark's run key must hold so that a stored result with an older V0 is not taken for
+    today's): its weighting, and the CTF applied on the padded grid by the backprojection."""
+    changes = {"v0_ctf": "CTF on the padded grid"}
+    if CONSENSUS_WEIGHTING != _CONSENSUS_WEIGHTING_BEFORE:
+        changes["v0_weighting"] = CONSENSUS_WEIGHTING
+    return changes
 
 
 def _read_input_map(path: str, prep: Preprocessing, what: str) -> torch.Tensor:
