@@ -118,9 +118,10 @@ class TrainResult:
 # Weighting of the --ref auto V0: the SNR-weighted, FSC-weighted map (issue 14). Runs before
 # it used the fixed Wiener constant, whose V0 holds amplified noise in its high shells (power
 # 50x the true map's at Nyquist, SNR 0.1). The CI training run's seed scatter (ARI, seeds 1-3,
-# one thread): "ssnr" 0.92 / 0.79 / 0.91, "wiener" 0.86 / 0.93 / 0.70. (The SNR-weighted map
-# before C_ref weighting, whose high shells were damped below the signal, collapsed that run's
-# latent: ARI 0.08.)
+# one thread): "ssnr" 0.58 / 0.97 / 0.87, kNN accuracy 0.98-0.99; "wiener" (CTF still applied
+# on the D grid) 0.86 / 0.93 / 0.70, 0.97-0.99. The realistic suite's landscapes and maps are
+# the same with both (docs/benchmarks.md). (The SNR-weighted map before C_ref weighting, whose
+# high shells were damped below the signal, collapsed that run's latent: ARI 0.08.)
 CONSENSUS_WEIGHTING: Weighting = "ssnr"
 _CONSENSUS_WEIGHTING_BEFORE: Weighting = "wiener"
 
