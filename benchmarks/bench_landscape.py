@@ -46,13 +46,13 @@ import torch
 from hetsiren.analysis.evaluate import evaluate_run, load_truth
 from hetsiren.devices import resolve_device
 from hetsiren.io import read_map, write_map
-from hetsiren.rundir import LATENT, network_changes, open_run
+from hetsiren.rundir import LATENT, open_run
 from hetsiren.simulate import SimulationSpec, simulate_phantom
 from hetsiren.simulate.phantoms import discrete_phantom_maps
 from hetsiren.simulate.scenarios import simulate_discrete
 from hetsiren.train.config import LEGACY_OPTIONS, PAPER_DEFAULTS, REF_AUTO, TrainConfig
 from hetsiren.train.inference import decode_latent
-from hetsiren.train.trainer import consensus_changes, train
+from hetsiren.train.trainer import method_changes, train
 
 BOX = 32
 PIXEL_A = 5.0
@@ -249,12 +249,7 @@ def run_key(data: Data, overrides: dict, exp: Experiment, seed: int, scale: Scal
               and LEGACY_OPTIONS.get(k, object()) != v}
     mask = {"level": _MASK_LEVEL, "dilate": _MASK_DILATE} if exp.focus else None
     key = {"config": config, "data": data.spec(scale), "mask": mask}
-    changes = network_changes()  # none: the key of a run from before any change
-    if changes:
-        key["network"] = changes
-    if consensus_changes():
-        key["v0"] = consensus_changes()
-    return _digest(key)
+    return _digest({**key, **method_changes()})
 
 
 def log_summary(run: Path) -> dict[str, float]:

@@ -49,7 +49,7 @@ from hetsiren.rundir import LATENT, LOG, network_changes
 from hetsiren.simulate import SimulationSpec, density_from_points, simulate_discrete
 from hetsiren.simulate.scenarios import simulate_path
 from hetsiren.train.config import LEGACY_OPTIONS, REF_AUTO, TrainConfig
-from hetsiren.train.trainer import consensus_changes, train
+from hetsiren.train.trainer import consensus_changes, method_changes, train
 
 BOX = 64
 PIXEL_A = {"adk": 1.6, "prlbd": 1.8}
@@ -272,12 +272,7 @@ def run_key(data: Data, overrides: dict, seed: int, schedule: Schedule) -> str:
     config = {k: v for k, v in make_config(overrides, seed, schedule).to_dict().items()
               if k not in ("particles", "device") and LEGACY_OPTIONS.get(k, object()) != v}
     key = {"config": config, "data": data.spec()}
-    changes = network_changes()  # none: the key of a run from before any change
-    if changes:
-        key["network"] = changes
-    if consensus_changes():
-        key["v0"] = consensus_changes()
-    return _digest(key)
+    return _digest({**key, **method_changes()})
 
 
 def rare_recall(z: np.ndarray, state: np.ndarray, seed: int = 0) -> float:

@@ -60,6 +60,7 @@ from hetsiren.rundir import (
     append_log,
     clear_run_files,
     load_checkpoint,
+    network_changes,
     read_record,
     read_training_log,
     remove_stale_temporaries,
@@ -80,7 +81,8 @@ from hetsiren.train.inference import (
     progress_enabled,
 )
 
-__all__ = ["CONSENSUS_WEIGHTING", "TrainResult", "TrainingDiverged", "consensus_changes", "train"]
+__all__ = ["CONSENSUS_WEIGHTING", "TrainResult", "TrainingDiverged", "consensus_changes",
+           "method_changes", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,14 @@ def consensus_changes() -> dict[str, str]:
     if CONSENSUS_WEIGHTING != _CONSENSUS_WEIGHTING_BEFORE:
         changes["v0_weighting"] = CONSENSUS_WEIGHTING
     return changes
+
+
+def method_changes() -> dict[str, dict]:
+    """``{"network": network_changes(), "v0": consensus_changes()}`` without the empty ones:
+    what a benchmark adds to a run's key (empty for a run from before any change, whose key
+    then stays as it was)."""
+    changes = {"network": network_changes(), "v0": consensus_changes()}
+    return {k: v for k, v in changes.items() if v}
 
 
 def _read_input_map(path: str, prep: Preprocessing, what: str) -> torch.Tensor:
