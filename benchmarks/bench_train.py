@@ -207,6 +207,7 @@ def profile(args: argparse.Namespace) -> None:
         model = build_model(cfg.network(box), None, None)
         step = trainer._Step(model, cfg, prep, torch.device("cpu"))
         opt = trainer._adam(model, cfg)
+        step.begin_epoch(0, b)
         rng = np.random.default_rng(0)
         f32 = torch.float32
         ctf = {k: torch.full((b,), v, dtype=f32) for k, v in
@@ -243,6 +244,8 @@ def profile(args: argparse.Namespace) -> None:
         by_op = sorted(((e.self_cpu_time_total, e.key) for e in events), reverse=True)[:8]
         print("  heaviest ops (self time): " + ", ".join(
             f"{k} {t / 1e3 / (steps * b):.2f}" for t, k in by_op))
+        if os.environ.get("BENCH_PROFILE_TABLE"):
+            print(events.table(sort_by="self_cpu_time_total", row_limit=30))
 
 
 def main() -> None:

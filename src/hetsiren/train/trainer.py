@@ -322,8 +322,11 @@ class _Step:
             out["z_sigma"] = torch.exp(0.5 * logvar.detach()).mean()
         # Diagnostic: how much the decoded maps differ across the batch (RMS over voxels of
         # their spread, relative to the mean map's RMS). Near 0: the decoder ignores z.
+        # (centred by hand: ``var(0)`` reduces across rows at a tenth of the speed, and
+        # took 15 % of a box-64 step)
         v = values.detach()
-        out["map_spread"] = (v.var(0, correction=0).mean() / v.mean(0).pow(2).mean()).sqrt()
+        mean_map = v.mean(0)
+        out["map_spread"] = ((v - mean_map).square_().mean() / mean_map.square().mean()).sqrt()
         return out
 
 
