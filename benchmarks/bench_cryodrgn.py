@@ -30,16 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from cryodrgn_env import add_common_args, prepare, run, run_measured
+from cryodrgn_env import add_common_args, prepare, run, run_measured, train_vae
 from hetsiren.analysis.evaluate import evaluate_latent, evaluate_maps, evaluate_run, load_truth
-from hetsiren.io.mrc import read_map
 
 BOX = 32
 PIXEL_A = 5.0
@@ -68,26 +65,14 @@ def train_cryodrgn(data: Path, work: Path, venv: Path, args: argparse.Namespace,
     star = data / "particles.star"
     run([cryodrgn, "parse_pose_star", star, "-o", work / "pose.pkl"])
     run([cryodrgn, "parse_ctf_star", star, "-o", work / "ctf.pkl"])
-    out = work / "train_vae"
-    cost = run_measured([cryodrgn, "train_vae", star, "--datadir", data, "--poses",
-                         work / "pose.pkl", "--ctf", work / "ctf.pkl", "--zdim", args.zdim,
-                         "-n", args.epochs, "--seed", args.train_seed, "--no-analysis",
-                         "--checkpoint", args.epochs, "-o", out], work / "train.log", env)
-    with open(out / "z.pkl", "rb") as f:
-        z = np.asarray(pickle.load(f), dtype=np.float64)
+    vae = train_vae(venv, star, work / "pose.pkl", work / "ctf.pkl", work, args.zdim,
+                    args.epochs, args.train_seed, env, datadir=data)
+    z = vae.latent()
     truth, meta = load_truth(data)
-
-    def decode(point: np.ndarray) -> np.ndarray:
-        with tempfile.TemporaryDirectory(dir=work) as tmp:
-            vol = Path(tmp) / "vol.mrc"
-            run([cryodrgn, "eval_vol", out / "weights.pkl", "-c", out / "config.yaml",
-                 "-o", vol, "--Apix", PIXEL_A, "-z", *(f"{v:.6g}" for v in point)], env)
-            return read_map(vol)[0]
-
-    maps = evaluate_maps(decode, z, truth, meta, data, PIXEL_A, BOX)
+    maps = evaluate_maps(vae.decoder(venv, PIXEL_A, env), z, truth, meta, data, PIXEL_A, BOX)
     if not maps:
         sys.exit(f"{data}: no state has particles to decode a map at")
-    return {"wall_s": cost.wall_s, "peak_rss_gb": cost.peak_rss_gb,
+    return {"wall_s": vae.cost.wall_s, "peak_rss_gb": vae.cost.peak_rss_gb,
             **evaluate_latent(z, truth), "maps": maps,
             "map_fsc_auc_mean": float(np.mean([m["auc"] for m in maps]))}
 

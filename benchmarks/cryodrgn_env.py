@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import pickle
+import re
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 TORCH_PIN = "torch==2.13.0"
 
@@ -48,6 +54,61 @@ def run_measured(cmd: list[str | Path], log: Path, env: dict[str, str] | None = 
     if code != 0:
         sys.exit(f"command failed ({code}); see {log}:\n" + "".join(open(log).readlines()[-20:]))
     return Measured(wall, int(rss_file.read_text()) / 1024**2)  # KiB on Linux
+
+
+@dataclass(frozen=True)
+class VaeRun:
+    """A finished ``cryodrgn train_vae``: its folder, its process's cost and each epoch's
+    training time as cryoDRGN logs it (``Finished in``: the epoch's batches, without the
+    re-encoding of a checkpoint)."""
+
+    out: Path
+    cost: Measured
+    epoch_s: list[float]
+
+    def latent(self, epoch: int | None = None) -> np.ndarray:
+        """The posterior means after ``epoch`` (0-based; a checkpoint) or at the end."""
+        path = self.out / ("z.pkl" if epoch is None else f"z.{epoch}.pkl")
+        with open(path, "rb") as f:
+            return np.asarray(pickle.load(f), dtype=np.float64)
+
+    def decoder(self, venv: Path, apix: float, env: dict[str, str],
+                epoch: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        """A latent point → cryoDRGN's map there (``eval_vol`` with the epoch's weights)."""
+        from hetsiren.io.mrc import read_map
+
+        weights = self.out / ("weights.pkl" if epoch is None else f"weights.{epoch}.pkl")
+
+        def decode(point: np.ndarray) -> np.ndarray:
+            with tempfile.TemporaryDirectory(dir=self.out) as tmp:
+                vol = Path(tmp) / "vol.mrc"
+                run([venv / "bin" / "cryodrgn", "eval_vol", weights, "-c",
+                     self.out / "config.yaml", "-o", vol, "--Apix", apix, "-z",
+                     *(f"{v:.6g}" for v in point)], env)
+                return read_map(vol)[0]
+
+        return decode
+
+
+_EPOCH_TIME = re.compile(r"=====> Epoch: \d+ .*Finished in (\d+):(\d+):([\d.]+)")
+
+
+def train_vae(venv: Path, particles: Path, poses: Path, ctf: Path, work: Path,
+              zdim: int, epochs: int, seed: int, env: dict[str, str],
+              checkpoint: int | None = None, datadir: Path | None = None) -> VaeRun:
+    """``cryodrgn train_vae`` with its defaults but the latent size, epochs and seed, timed
+    and measured. ``checkpoint``: re-encode every particle every this many epochs (its
+    default, 1, costs an encoder pass per epoch; None: only at the end)."""
+    out = work / "train_vae"
+    cmd = [venv / "bin" / "cryodrgn", "train_vae", particles, "--poses", poses, "--ctf", ctf,
+           "--zdim", zdim, "-n", epochs, "--seed", seed, "--no-analysis",
+           "--checkpoint", checkpoint or epochs, "-o", out]
+    if datadir is not None:
+        cmd += ["--datadir", datadir]
+    cost = run_measured(cmd, work / "train.log", env)
+    epoch_s = [int(h) * 3600 + int(m) * 60 + float(s)
+               for h, m, s in _EPOCH_TIME.findall((work / "train.log").read_text())]
+    return VaeRun(out, cost, epoch_s)
 
 
 def ensure_cryodrgn(venv: Path) -> str:
