@@ -44,11 +44,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from hetsiren.analysis.evaluate import evaluate_run, load_truth
+from hetsiren.analysis.evaluate import evaluate_latent, evaluate_maps, evaluate_run, load_truth
 from hetsiren.rundir import LATENT, LOG, network_changes
 from hetsiren.simulate import SimulationSpec, density_from_points, simulate_discrete
 from hetsiren.simulate.scenarios import simulate_path
 from hetsiren.train.config import LEGACY_OPTIONS, REF_AUTO, TrainConfig
+from hetsiren.train.inference import refinement_changes
 from hetsiren.train.trainer import consensus_changes, method_changes, train
 
 BOX = 64
@@ -272,6 +273,8 @@ def run_key(data: Data, overrides: dict, seed: int, schedule: Schedule) -> str:
     config = {k: v for k, v in make_config(overrides, seed, schedule).to_dict().items()
               if k not in ("particles", "device") and LEGACY_OPTIONS.get(k, object()) != v}
     key = {"config": config, "data": data.spec()}
+    if config.get("refine_latent_steps"):
+        key["latent_refinement"] = refinement_changes()
     return _digest({**key, **method_changes()})
 
 
@@ -346,12 +349,60 @@ def score(out: Path, run: Path, data: Data, label: str, seed: int, schedule: Sch
     record = {"key": key, "data": data.name, "variant": label, "seed": seed,
               "epochs": make_config({}, seed, schedule).epochs, "box": schedule.box,
               "network": network_changes(), "v0": consensus_changes(), "wall_s": wall,
+              "refine_latent_steps": make_config(VARIANTS[label], seed,
+                                                 schedule).refine_latent_steps,
               **metrics, **log_summary(run)}
     with open(out / "results.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     print(f"{data.name} | {label} | seed {seed}: {_summary(record)} ({wall:.0f} s)",
           flush=True)
     return record
+
+
+def refine_stored(out: Path, datasets: list[Data], variants: list[str], seeds: list[int],
+                  schedule: Schedule, steps: int) -> None:
+    """Score stored runs from before the latent refinement as the same runs would be scored
+    today: the run's weights are today's (training does not depend on the refinement), its
+    latent refined by ``encode`` with the prior refitted from its encoder latent. Appends a
+    record under today's run key (``refined_from``: the stored record's key)."""
+    from hetsiren.rundir import open_run
+    from hetsiren.train.inference import decode_latent, encode_file
+
+    done = load_results(out)
+    for data in datasets:
+        folder = make_data(out, data)
+        truth, meta = load_truth(folder)
+        for label in variants:
+            old_variant = {**VARIANTS[label], "refine_latent_steps": 0}
+            for seed in seeds:
+                old = done.get(run_key(data, old_variant, seed, schedule))
+                key = run_key(data, {**VARIANTS[label], "refine_latent_steps": steps}, seed,
+                              schedule)
+                if old is None or key in done or old["key"] == key:
+                    continue
+                run = out / "runs" / old["key"]
+                t0 = time.perf_counter()
+                z = encode_file(run, folder / "particles.star", device="cpu",
+                                refine_steps=steps)
+                seconds = time.perf_counter() - t0
+                opened = open_run(run)
+                model = opened.model("cpu")
+                maps = evaluate_maps(lambda p, m=model: decode_latent(m, p[None], "cpu")[0], z,
+                                     truth, meta, folder, opened.preprocessing.pixel_size_A,
+                                     opened.preprocessing.box)
+                metrics = {**evaluate_latent(z, truth),
+                           "map_fsc_auc_mean": float(np.mean([m["auc"] for m in maps]))}
+                if data.kind == "discrete":
+                    metrics["rare_recall"] = rare_recall(z, truth["state"])
+                np.save(out / "latents" / f"{key}.npy", z)
+                record = {**old, **metrics, "key": key, "refined_from": old["key"],
+                          "refine_latent_steps": steps, "refine_s": seconds,
+                          "wall_s": old["wall_s"] + seconds}
+                with open(out / "results.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                done[key] = record
+                print(f"{data.name} | {label} | seed {seed} refined: {_summary(record)} "
+                      f"(encoder: {_summary(old)}; {seconds:.0f} s)", flush=True)
 
 
 # --- report ------------------------------------------------------------------------------
@@ -387,6 +438,10 @@ def _label(record: dict) -> str:
     missing = sorted(set(network_changes()) - set(record.get("network", {})))
     missing += [f"V0 {v}" for k, v in consensus_changes().items()
                 if k not in record.get("v0", {})]
+    steps = record.get("refine_latent_steps", 0)  # absent: a run from before it existed
+    if steps != make_config(VARIANTS.get(record["variant"], {}), 0,
+                            Schedule()).refine_latent_steps:
+        missing.append("latent refinement" if not steps else f"latent refinement {steps}")
     return record["variant"] + (f" [before {', '.join(missing)}]" if missing else "")
 
 
@@ -427,6 +482,9 @@ def main() -> None:
     p.add_argument("--box", type=int, help="training box (default: the images', 64)")
     p.add_argument("--no-maps", action="store_true", help="skip the map FSC (faster)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--refine-stored", type=int, metavar="STEPS",
+                   help="refine the latents of stored runs from before the latent refinement "
+                        "(today's default: 20 steps) instead of training")
     p.add_argument("--report", type=Path, metavar="DOCS",
                    help="write realistic_table.md here from the results so far")
     args = p.parse_args()
@@ -440,6 +498,11 @@ def main() -> None:
     variants = args.variants.split(",")
     for bad in [n for n in names if n not in known] + [v for v in variants if v not in VARIANTS]:
         p.error(f"unknown dataset or variant {bad!r}")
+    if args.refine_stored is not None:
+        refine_stored(args.output, [known[n] for n in names], variants,
+                      [int(s) for s in args.seeds.split(",")], Schedule(args.epochs, args.box),
+                      args.refine_stored)
+        return
     run_all(args.output, [known[n] for n in names], variants,
             [int(s) for s in args.seeds.split(",")], Schedule(args.epochs, args.box),
             maps=not args.no_maps)

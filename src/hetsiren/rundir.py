@@ -8,6 +8,8 @@ Layout (DESIGN.md contract)::
     RUN/config.json        resolved config, preprocessing, version, command line, inputs
     RUN/model.pt           {"model": state dict, "optimizer": state, "epoch": int}
     RUN/latent.npy         float32 [N, zdim], row i = particle i of the input file
+    RUN/latent_prior.npz   the encoder's latent as a Gaussian (mean, covariance) and the
+                           last epoch's data term: what the latent refinement weighs by
     RUN/poses_refined.star input STAR with refined angles/shifts (pose refinement only)
     RUN/log.jsonl          one line per epoch
     RUN/snapshots/latent.EEE.npy   float16 [N, zdim] latent after epoch EEE (every few epochs)
@@ -62,22 +64,24 @@ from hetsiren.train.config import TrainConfig
 
 __all__ = [
     "ANALYSIS_DIR", "ANALYSIS_FILES", "CONFIG", "CONVERGENCE_DIR", "LANDSCAPE_DIR", "LATENT",
-    "CACHE", "LEGACY_NETWORK", "LOCK", "LOG", "MODEL", "NETWORK_ADDED", "NOTEBOOK", "POSES",
-    "RUN_FILES", "SNAPSHOTS", "SUBSET", "VALIDATE_DIR", "Run", "RunLock", "RunRecord",
+    "CACHE", "LATENT_PRIOR", "LEGACY_NETWORK", "LOCK", "LOG", "MODEL", "NETWORK_ADDED",
+    "NOTEBOOK", "POSES", "RUN_FILES", "SNAPSHOTS", "SUBSET", "VALIDATE_DIR", "LatentPrior",
+    "Run", "RunLock", "RunRecord",
     "analysis_folder", "append_log", "atomic_write", "clear_run_files", "cluster_map_name",
     "load_checkpoint", "load_latent", "load_snapshot_decoder", "load_snapshot_latent",
     "locks_run", "network_changes", "open_run", "pc_map_name", "read_record",
     "read_training_log", "remove_stale_temporaries", "run_inputs", "save_checkpoint",
     "save_snapshot", "snapshot_epochs", "truncate_log", "write_json", "write_latent",
-    "write_npy", "write_record",
+    "write_latent_prior", "write_npy", "write_record",
 ]
 
 log = logging.getLogger(__name__)
 
-CONFIG, MODEL, LATENT, LOG, POSES, LOCK = (
-    "config.json", "model.pt", "latent.npy", "log.jsonl", "poses_refined.star", ".lock")
+CONFIG, MODEL, LATENT, LATENT_PRIOR, LOG, POSES, LOCK = (
+    "config.json", "model.pt", "latent.npy", "latent_prior.npz", "log.jsonl",
+    "poses_refined.star", ".lock")
 # The files ``train`` writes in a run folder.
-RUN_FILES = (CONFIG, MODEL, LATENT, LOG, POSES)
+RUN_FILES = (CONFIG, MODEL, LATENT, LATENT_PRIOR, LOG, POSES)
 # What a checkpoint holds (save_checkpoint).
 _CHECKPOINT_KEYS = ("model", "optimizer", "epoch")
 SNAPSHOTS = "snapshots"
@@ -162,6 +166,39 @@ def load_latent(run_dir: str | Path) -> np.ndarray:
     return z.astype(np.float32, copy=False)
 
 
+
+
+@dataclass(frozen=True)
+class LatentPrior:
+    """The encoder's latent of the training particles as a Gaussian, and the noise level of
+    the data term: the prior and the likelihood's scale of the latent refinement
+    (``hetsiren.train.inference.refine_latent``)."""
+
+    mean: np.ndarray
+    """``(zdim,)``."""
+    covariance: np.ndarray
+    """``(zdim, zdim)``."""
+    data_term: float
+    """The last training epoch's mean data term (for MSE: the residual variance per pixel
+    of the normalised images, i.e. the noise variance at SNR ≤ 0.1)."""
+
+    @classmethod
+    def fit(cls, z: np.ndarray, data_term: float) -> LatentPrior:
+        z = np.asarray(z, dtype=np.float64)
+        cov = np.atleast_2d(np.cov(z.T)) if len(z) > 1 else np.eye(z.shape[1])
+        # a floor on the variances keeps the precision finite for a dimension z never uses
+        floor = 1e-6 * max(float(np.trace(cov)) / len(cov), 1e-12)
+        return cls(z.mean(0), cov + floor * np.eye(len(cov)), float(data_term))
+
+
+def write_latent_prior(run_dir: str | Path, prior: LatentPrior) -> Path:
+    """Write ``RUN/latent_prior.npz``."""
+    def _save(p: Path) -> None:
+        with open(p, "wb") as fh:
+            np.savez(fh, mean=prior.mean, covariance=prior.covariance,
+                     data_term=np.float64(prior.data_term))
+
+    return atomic_write(Path(run_dir) / LATENT_PRIOR, _save)
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -553,6 +590,23 @@ class Run:
     def log(self) -> list[dict[str, Any]]:
         """The entries of ``log.jsonl``, one per epoch."""
         return read_training_log(self.path)
+
+    def latent_prior(self) -> LatentPrior | None:
+        """``latent_prior.npz``; for a run from before it was written (whose ``latent.npy``
+        is the encoder's latent) fitted to ``latent.npy`` and the last epoch's data term;
+        None when neither is there."""
+        path = self.path / LATENT_PRIOR
+        if path.is_file():
+            try:
+                with np.load(path) as f:
+                    return LatentPrior(f["mean"], f["covariance"], float(f["data_term"]))
+            except (OSError, ValueError, KeyError) as exc:
+                raise UserInputError(f"{path}: cannot read the latent prior ({exc}); "
+                                     "delete it to refit it from latent.npy") from exc
+        entries = [e for e in self.log() if "data" in e]
+        if self.train.refine_latent_steps or not entries or not (self.path / LATENT).is_file():
+            return None
+        return LatentPrior.fit(self.latent(), entries[-1]["data"])
 
     def _analysis_file(self, key: str) -> Path:
         return analysis_folder(self.path) / ANALYSIS_FILES[key]

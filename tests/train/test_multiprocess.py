@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from hetsiren.io.mrc import MrcImageSource
-from hetsiren.rundir import CONFIG, LATENT, LOCK, LOG, MODEL, load_checkpoint
+from hetsiren.rundir import CONFIG, LATENT, LATENT_PRIOR, LOCK, LOG, MODEL, load_checkpoint
 from hetsiren.simulate import SimulationSpec, simulate_phantom
 from hetsiren.train import TrainConfig
 from hetsiren.train.inference import encode_file
@@ -93,7 +93,7 @@ def test_two_processes_write_one_coherent_run(tiny_dataset, tmp_path, cli_enviro
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("trained 2 epochs") == 1  # rank 0 reports
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["cache", CONFIG, LATENT, LOG, MODEL], names
+    assert names == ["cache", CONFIG, LATENT, LATENT_PRIOR, LOG, MODEL], names
     assert LOCK not in names and not [n for n in names if n.startswith(".")]
     assert [e["epoch"] for e in _log(run)] == [1, 2]
     assert load_checkpoint(run)["epoch"] == 2

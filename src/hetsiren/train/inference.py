@@ -8,6 +8,7 @@ trainer.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -34,18 +35,22 @@ from hetsiren.errors import UserInputError, check_choice
 from hetsiren.geometry import mirror_handedness
 from hetsiren.io import input_files, read_particles, write_map
 from hetsiren.io.particles import ParticleSet
+from hetsiren.model import refine_pose
 from hetsiren.model.forward import HetSIREN
 from hetsiren.outputs import check_outputs
-from hetsiren.physics import resample_map, wiener_filter
+from hetsiren.physics import apply_ctf, downsample, resample_map, wiener_filter
 from hetsiren.physics.postprocess import sharpen_map
-from hetsiren.rundir import CACHE, MODEL, open_run, run_inputs, write_npy
+from hetsiren.rundir import CACHE, LATENT_PRIOR, MODEL, LatentPrior, open_run, run_inputs, write_npy
+from hetsiren.train import losses as L
 from hetsiren.train.config import CTFMode, TrainConfig
 from hetsiren.train.distributed import Dist, gather_rows, share
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CTFRoles", "MapOutput", "check_new_output", "ctf_roles", "decode_latent",
     "decode_to_files", "encode_file", "encode_particles", "finish_map",
-    "progress_enabled", "read_latent_points",
+    "progress_enabled", "read_latent_points", "refine_latent", "refinement_changes",
 ]
 
 
@@ -118,6 +123,92 @@ def encode_particles(model: HetSIREN, particles: ParticleSet, prep: Preprocessin
     return z, d_euler, d_shift
 
 
+# Adam's first step in the latent refinement, as a fraction of the prior's RMS spread (then
+# cosine-decayed to 0). 20 steps, discrete sets at SNR 0.1, seed 1: 0.3 / 0.6 / 1.0 gave AdK
+# rare-state recall 0.87 / 0.91 / 0.87, PR-LBD ARI 0.86 / 0.87 / 0.89, recall 0.85 / 0.86 /
+# 0.85 (encoder: 0.81; 0.80, 0.27).
+_REFINE_LR_FRACTION = 0.6
+
+
+def refinement_changes() -> dict[str, float | str]:
+    """What defines the latent refinement besides its number of steps (benchmark run keys:
+    a stored result of another refinement is never taken for this one)."""
+    return {"lr_fraction": _REFINE_LR_FRACTION, "lr_schedule": "cosine"}
+
+
+def refine_latent(model: HetSIREN, particles: ParticleSet, prep: Preprocessing,
+                  cfg: TrainConfig, device: torch.device, z: np.ndarray, prior: LatentPrior,
+                  steps: int, d_euler: np.ndarray | None = None,
+                  d_shift: np.ndarray | None = None, batch_size: int = 64,
+                  progress: bool | None = None, images: PreprocessedImages | None = None,
+                  dist: Dist | None = None) -> np.ndarray:
+    """Each particle's z moved from the encoder's guess towards its own posterior mode.
+
+    The decoder is frozen; z minimises ``n · data(z) / (2 · prior.data_term) +
+    ½ (z − μ)ᵀ Σ⁻¹ (z − μ)`` by ``steps`` Adam steps (step size cosine-decayed from 0.6 of the
+    prior's RMS spread to 0): the particle's data term under the
+    CTF mode of training (n pixels in the loss's circle; the last epoch's data term stands
+    for the noise variance), and the Gaussian ``prior`` fitted to the encoder's latent of
+    the training particles. Particles do not interact (Adam is per coordinate), so the
+    result does not depend on the batch size or the number of processes.
+
+    Args:
+        z: ``(N, zdim)`` the encoder's latent of every particle.
+        d_euler, d_shift: the encoder's pose corrections (``--refine-pose`` runs).
+
+    Returns:
+        ``(N, zdim)`` float32, in input order.
+    """
+    dist = dist or Dist()
+    rows = share(particles.n_particles, dist)
+    masks = L.loss_masks(prep.box, cfg.multires, device)
+    weight = float(masks[1].sum()) / (2 * max(prior.data_term, 1e-12))
+    mean = torch.as_tensor(prior.mean, dtype=torch.float32, device=device)
+    precision = torch.as_tensor(np.linalg.inv(prior.covariance), dtype=torch.float32,
+                                device=device)
+    lr = _REFINE_LR_FRACTION * math.sqrt(float(np.trace(prior.covariance)) / len(prior.mean))
+    out = []
+    bar = tqdm(total=len(rows), desc="refining z", unit="img",
+               disable=not progress_enabled(progress), leave=False)
+    chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        for batch in iterate_batches(particles, prep, chunks, device, images=images):
+            target, ctf = ctf_roles(batch, prep, cfg.ctf_mode)
+            idx = batch.indices.cpu().numpy()
+            rotations, shifts = batch.rotations, batch.shifts_px
+            if cfg.refine_pose and d_euler is not None and d_shift is not None:
+                rotations, shifts = refine_pose(
+                    rotations, shifts, torch.as_tensor(d_euler[idx], device=device),
+                    torch.as_tensor(d_shift[idx], device=device))
+            plan = model.projection_plan(rotations, shifts)
+            zb = torch.tensor(z[idx], dtype=torch.float32, device=device, requires_grad=True)
+            opt = torch.optim.Adam([zb], lr=lr)
+            for k in range(steps):
+                # cosine decay to 0: the last steps settle instead of jittering by ~lr
+                opt.param_groups[0]["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / steps))
+                clean = model.project(model.decode_values(zb), plan)
+                pred = clean if ctf is None else apply_ctf(clean, ctf)
+                data = L.multires_image_loss(pred, target, cfg.multires, cfg.data_loss,
+                                             downsample, masks) * len(idx)  # sum over particles
+                dz = zb - mean
+                objective = weight * data + 0.5 * ((dz @ precision) * dz).sum()
+                opt.zero_grad(set_to_none=True)
+                objective.backward()
+                opt.step()
+            out.append(zb.detach().float().cpu())
+            bar.update(len(idx))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    bar.close()
+    mine = torch.cat(out).numpy() if out else np.zeros((0, z.shape[1]), np.float32)
+    return gather_rows(mine.astype(np.float32), particles.n_particles, dist, device)
+
+
 def cache_root(cfg: TrainConfig, run_dir: str | Path) -> Path:
     """The folder holding a run's image caches (``--cache-dir``, else ``RUN/cache``)."""
     return Path(cfg.cache_dir) if cfg.cache_dir else Path(run_dir) / CACHE
@@ -136,14 +227,19 @@ def decode_latent(model: HetSIREN, z: np.ndarray, device: torch.device) -> np.nd
 
 def encode_file(run_dir: str | Path, particles_path: str | Path, datadir: str | None = None,
                 pixel_size_A: float | None = None, device: str = "auto",
-                batch_size: int = 64, output: str | Path | None = None) -> np.ndarray:
+                batch_size: int = 64, output: str | Path | None = None,
+                refine_steps: int | None = None) -> np.ndarray:
     """Latent vectors of the particles in a file, preprocessed as the run's training data.
 
     With ``output``, also write them there (``.npy``, float32 ``(N, zdim)``); the path is
     checked against every file read (run, particle file, stacks) before encoding starts.
+    ``refine_steps``: steps of :func:`refine_latent` under the run's latent prior (default:
+    the run's ``refine_latent_steps``, as its own latent was made; 0: the encoder's z).
     """
     if batch_size < 1:
         raise UserInputError(f"--batch-size {batch_size}: expected a positive integer")
+    if refine_steps is not None and refine_steps < 0:
+        raise UserInputError(f"--refine-steps {refine_steps}: expected 0 or more")
     run = open_run(run_dir)
     dev = resolve_device(device)
     model = run.model(dev)
@@ -168,8 +264,16 @@ def encode_file(run_dir: str | Path, particles_path: str | Path, datadir: str | 
     if cfg.cache and Path(particles_path).resolve() == Path(cfg.particles):
         cache = find_cache(particles, prep.box, cache_root(cfg, run_dir), cfg.cache_dtype)
         images = cache.for_preprocessing(prep) if cache is not None else None
-    z, _, _ = encode_particles(model, particles, prep, cfg, dev, batch_size=batch_size,
-                               images=images)
+    z, d_euler, d_shift = encode_particles(model, particles, prep, cfg, dev,
+                                           batch_size=batch_size, images=images)
+    steps = cfg.refine_latent_steps if refine_steps is None else refine_steps
+    prior = run.latent_prior() if steps else None
+    if steps and prior is None:
+        log.warning("%s has no latent prior (%s): the encoder's latent is not refined", run_dir,
+                    LATENT_PRIOR)
+    elif steps and prior is not None:
+        z = refine_latent(model, particles, prep, cfg, dev, z, prior, steps, d_euler, d_shift,
+                          batch_size=batch_size, images=images)
     bad = ~np.isfinite(z).all(axis=1)
     if bad.any():
         raise UserInputError(

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 
 from hetsiren.errors import check_choice
+from hetsiren.geometry import sphere_mask
 from hetsiren.model.volume import MaskedVolume, pad_values
 from hetsiren.train.config import DataLoss
 
@@ -22,11 +23,20 @@ __all__ = [
     "focus_stats_loss",
     "image_loss",
     "kl_loss",
+    "loss_masks",
     "mse_loss",
     "multires_image_loss",
     "volume_regularizers",
     "VolumeRegularizers",
 ]
+
+
+def loss_masks(box: int, multires: tuple[int, ...], device: torch.device | str
+               ) -> dict[int, torch.Tensor]:
+    """The data term's masks: per downsampling factor f, the ``(box // f, box // f)`` float
+    disc of radius ``box // f // 2`` about the centre."""
+    return {f: sphere_mask(box // f, radius_px=box // f // 2, ndim=2).float().to(device)
+            for f in multires}
 
 
 def mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from hetsiren.data import (
 from hetsiren.data.batch import PreprocessedImages
 from hetsiren.devices import resolve_device, tune_cpu_allocator
 from hetsiren.errors import UserInputError
-from hetsiren.geometry import shifts_A_to_px, shifts_px_to_A, sphere_mask
+from hetsiren.geometry import shifts_A_to_px, shifts_px_to_A
 from hetsiren.io import input_files, read_map, read_particles, write_cs, write_star
 from hetsiren.io.indices import read_indices
 from hetsiren.io.particles import ParticleSet
@@ -55,6 +55,7 @@ from hetsiren.rundir import (
     POSES,
     RUN_FILES,
     SUBSET,
+    LatentPrior,
     RunLock,
     RunRecord,
     append_log,
@@ -68,6 +69,7 @@ from hetsiren.rundir import (
     save_snapshot,
     truncate_log,
     write_latent,
+    write_latent_prior,
     write_record,
 )
 from hetsiren.train import distributed as D
@@ -79,6 +81,7 @@ from hetsiren.train.inference import (
     ctf_roles,
     encode_particles,
     progress_enabled,
+    refine_latent,
 )
 
 __all__ = ["CONSENSUS_WEIGHTING", "TrainResult", "TrainingDiverged", "consensus_changes",
@@ -224,19 +227,14 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def _circle(box: int, device) -> torch.Tensor:
-    """``(box, box)`` float disc of radius box // 2 about the centre: the loss's mask."""
-    return sphere_mask(box, radius_px=box // 2, ndim=2).float().to(device)
-
-
 class _Step:
     """The training step of Supplementary Figs. 4 and 6, with its fixed tensors."""
 
     def __init__(self, model: HetSIREN, cfg: TrainConfig, prep: Preprocessing,
                  device: torch.device):
         self.model, self.cfg, self.prep, self.device = model, cfg, prep, device
-        self.masks = {f: _circle(prep.box // f, device) for f in cfg.multires}
-        self.n_pixels = float(_circle(prep.box, "cpu").sum())  # the KL term's scale
+        self.masks = L.loss_masks(prep.box, cfg.multires, device)
+        self.n_pixels = float(self.masks[1].sum())  # the KL term's scale
         self.amp = cfg.amp and device.type == "cuda"
         self.focus = cfg.mask is not None and cfg.ref is not None and cfg.focus_stats_weight > 0
         self.kl_weight = cfg.kl_weight  # this epoch's β: begin_epoch
@@ -716,13 +714,20 @@ def _train_epochs(cfg: TrainConfig, run_dir: Path, particles: ParticleSet, prep:
         warned = kind
     bar.close()
 
-    z, d_euler, d_shift = encode_particles(model, particles, prep, cfg, device,
-                                           progress=progress if dist.is_main else False,
-                                           images=images, dist=dist)
+    shown = progress if dist.is_main else False
+    z_encoder, d_euler, d_shift = encode_particles(model, particles, prep, cfg, device,
+                                                   progress=shown, images=images, dist=dist)
+    prior = LatentPrior.fit(z_encoder, history[-1]["data"])
+    z = z_encoder
+    if cfg.refine_latent_steps:
+        z = refine_latent(model, particles, prep, cfg, device, z_encoder, prior,
+                          cfg.refine_latent_steps, d_euler, d_shift, progress=shown,
+                          images=images, dist=dist)
     if dist.is_main:
+        write_latent_prior(run_dir, prior)
         write_latent(run_dir, z)
         if cfg.snapshot_every:
-            save_snapshot(run_dir, cfg.epochs, z, model)
+            save_snapshot(run_dir, cfg.epochs, z_encoder, model)
         if cfg.refine_pose:
             _write_refined_poses(run_dir, particles, prep, d_euler, d_shift)
     return TrainResult(run_dir=run_dir, epochs_done=cfg.epochs, latent=z,
