@@ -110,13 +110,13 @@ def cryodrgn_run(folder: Path, work: Path, venv: Path, args: argparse.Namespace,
     within = int(np.searchsorted(elapsed, budget_s, side="right")) - 1
     picks = sorted({max(within, 0), args.epochs - 1})
     records = []
-    for epoch in picks:
-        z = vae.latent(epoch)
-        maps = evaluate_maps(vae.decoder(venv, apix, env, epoch), z, truth, meta, folder, apix,
-                             args.box)
+    for epoch in picks:  # 0-based here; cryoDRGN's checkpoints count from 1
+        z = vae.latent(epoch + 1)
+        maps = evaluate_maps(vae.decoder(venv, apix, env, epoch + 1), z, truth, meta, folder,
+                             apix, args.box)
         records.append({"tool": "cryodrgn", "epochs": epoch + 1, "wall_s": vae.cost.wall_s,
                         "train_s": float(elapsed[epoch]), "peak_rss_gb": vae.cost.peak_rss_gb,
-                        "per_epoch": [_scores(vae.latent(e), truth, discrete)
+                        "per_epoch": [_scores(vae.latent(e + 1), truth, discrete)
                                       for e in range(epoch + 1)] if epoch == picks[-1] else [],
                         **_with_maps(_scores(z, truth, discrete), maps)})
     result.write_text(json.dumps(records))
@@ -143,6 +143,8 @@ def main() -> None:
                    help="bench_realistic.py's work folder (datasets made there when missing)")
     p.add_argument("--data", default="adk-continuous-snr0.1,prlbd-continuous-snr0.1,"
                    "adk-discrete-snr0.1,prlbd-discrete-snr0.1", help="datasets, comma-separated")
+    p.add_argument("--n-continuous", type=int, default=2000)
+    p.add_argument("--n-discrete", type=int, default=4000)
     p.add_argument("--box", type=int, default=32, help="training box of both (default: 32)")
     p.add_argument("--epochs", type=int, default=3, help="cryoDRGN's epochs (default: 3)")
     p.add_argument("--zdim", type=int, default=10)
@@ -155,7 +157,7 @@ def main() -> None:
     version = ensure_cryodrgn(venv)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
            "MKL_NUM_THREADS": str(args.threads), "CUDA_VISIBLE_DEVICES": ""}
-    known = _datasets(2000, 4000)
+    known = _datasets(args.n_continuous, args.n_discrete)
     rows = []
     for name in args.data.split(","):
         if name not in known:

@@ -67,7 +67,8 @@ class VaeRun:
     epoch_s: list[float]
 
     def latent(self, epoch: int | None = None) -> np.ndarray:
-        """The posterior means after ``epoch`` (0-based; a checkpoint) or at the end."""
+        """The posterior means after ``epoch`` (cryoDRGN counts from 1; a checkpoint) or at
+        the end."""
         path = self.out / ("z.pkl" if epoch is None else f"z.{epoch}.pkl")
         with open(path, "rb") as f:
             return np.asarray(pickle.load(f), dtype=np.float64)
