@@ -139,7 +139,7 @@ def refinement_changes() -> dict[str, float | str]:
 def refine_latent(model: HetSIREN, particles: ParticleSet, prep: Preprocessing,
                   cfg: TrainConfig, device: torch.device, z: np.ndarray, prior: LatentPrior,
                   steps: int, d_euler: np.ndarray | None = None,
-                  d_shift: np.ndarray | None = None, batch_size: int = 64,
+                  d_shift: np.ndarray | None = None, batch_size: int | None = None,
                   progress: bool | None = None, images: PreprocessedImages | None = None,
                   dist: Dist | None = None) -> np.ndarray:
     """Each particle's z moved from the encoder's guess towards its own posterior mode.
@@ -155,6 +155,8 @@ def refine_latent(model: HetSIREN, particles: ParticleSet, prep: Preprocessing,
     Args:
         z: ``(N, zdim)`` the encoder's latent of every particle.
         d_euler, d_shift: the encoder's pose corrections (``--refine-pose`` runs).
+        batch_size: particles per step (default: the training batch, whose decoded maps
+            are known to fit in memory).
 
     Returns:
         ``(N, zdim)`` float32, in input order.
@@ -170,7 +172,8 @@ def refine_latent(model: HetSIREN, particles: ParticleSet, prep: Preprocessing,
     out = []
     bar = tqdm(total=len(rows), desc="refining z", unit="img",
                disable=not progress_enabled(progress), leave=False)
-    chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    size = batch_size or cfg.batch_size
+    chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
     frozen = [p for p in model.parameters() if p.requires_grad]
     model.eval()
     try:
@@ -273,7 +276,7 @@ def encode_file(run_dir: str | Path, particles_path: str | Path, datadir: str | 
                     LATENT_PRIOR)
     elif steps and prior is not None:
         z = refine_latent(model, particles, prep, cfg, dev, z, prior, steps, d_euler, d_shift,
-                          batch_size=batch_size, images=images)
+                          images=images)
     bad = ~np.isfinite(z).all(axis=1)
     if bad.any():
         raise UserInputError(
