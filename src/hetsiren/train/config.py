@@ -180,7 +180,7 @@ class TrainConfig:
     epoch's) plus a Gaussian prior fitted to the encoder's latent (RUN/latent_prior.npz);
     0 keeps the encoder's z (the paper). The encoder's amortised guess is a compromise over
     all particles; at SNR 0.1 (two proteins, 5 seeds) refining raised the discrete states' ARI
-    and kNN accuracy, AdK's rare-state recall (0.71-0.81 → 0.86-0.93 where both were measured)
+    and kNN accuracy, AdK's rare-state recall (seeds 1-2: 0.71-0.81 → 0.91-0.93)
     and lowered the defocus leakage (docs/benchmarks.md), for about a tenth of the training
     time. ``encode`` refines the same way."""
     snapshot_every: int = 5  # not in the paper (cryoDRGN keeps z every epoch)
